@@ -1,0 +1,42 @@
+# extcvr: every set-up step lives here. `make demo` and `make test` bootstrap .venv from
+# requirements/cpu.lock on a fresh machine; the bootstrap is a no-op when the venv matches the lock.
+SHELL := /bin/bash
+PYTHON_BOOTSTRAP ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+LOCK := requirements/cpu.lock
+STAMP := $(VENV)/.lock.sha256
+ROWS ?= 300000
+SEED ?= 7
+DEMO_DIR ?= demo_out
+BENCH_ROWS ?= 1000000,10000000
+PYTEST_ARGS ?=
+
+.PHONY: demo test bench clean venv-check
+
+# The bootstrap: rebuilds the venv only when the lock's hash differs from the stamp.
+$(VENV): $(LOCK)
+	@want=$$(sha256sum $(LOCK) | cut -d' ' -f1); \
+	if [ -f $(STAMP) ] && [ "$$(cat $(STAMP))" = "$$want" ] && [ -x $(PY) ]; then \
+	  echo "[venv] $(VENV) matches $(LOCK)"; touch $(VENV); exit 0; fi; \
+	echo "[venv] creating $(VENV) from $(LOCK)"; \
+	rm -rf $(VENV) && $(PYTHON_BOOTSTRAP) -m venv $(VENV) && \
+	$(PY) -m pip install --quiet --disable-pip-version-check pip==23.2.1 && \
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps wheel -r $(LOCK) && \
+	$(PY) -m pip check && \
+	echo "$$want" > $(STAMP) && echo "[venv] ready"
+
+venv-check: $(VENV)
+
+demo: $(VENV)
+	$(PY) -m preprocessing.demo --rows $(ROWS) --seed $(SEED) --out $(DEMO_DIR)
+
+test: $(VENV)
+	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests (exit 5)"; exit 0; fi; exit $$rc
+
+bench: $(VENV)
+	$(PY) -m benchmarks.run --rows $(BENCH_ROWS)
+
+clean:
+	rm -rf $(DEMO_DIR) .pytest_cache

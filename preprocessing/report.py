@@ -1,0 +1,34 @@
+"""Small reporting helpers shared by the command-line tools: summary tables and peak RSS."""
+
+from __future__ import annotations
+
+import resource
+import sys
+from typing import Iterable, Sequence, Tuple
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far, in MB (Linux ``ru_maxrss`` is in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def print_table(title: str, rows: Iterable[Tuple[str, object]], file=None) -> None:
+    """Print a two-column summary table, the closing output of every command."""
+    file = file or sys.stdout
+    rows = [(str(k), str(v)) for k, v in rows]
+    width = max([len(k) for k, _ in rows] + [10])
+    vwidth = max([len(v) for _, v in rows] + [10])
+    line = "+" + "-" * (width + 2) + "+" + "-" * (vwidth + 2) + "+"
+    print(line, file=file)
+    print(f"| {title:<{width + vwidth + 3}} |", file=file)
+    print(line, file=file)
+    for k, v in rows:
+        print(f"| {k:<{width}} | {v:<{vwidth}} |", file=file)
+    print(line, file=file)
+
+
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    """A GitHub-flavoured markdown table."""
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(out)

@@ -1,0 +1,241 @@
+"""Configuration of the external-media funnel simulator: frozen dataclasses with validated fields.
+
+Everything but ``--rows``, ``--seed`` and ``--out`` comes from here; ``load_config`` reads a YAML
+or JSON file whose keys mirror these dataclasses (see ``preprocessing/configs/default.yaml``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Dict, Tuple
+
+import yaml
+
+MAX_USERS = 10_000_000
+MAX_ITEMS = 1_000_000
+
+
+def _check(cond: bool, name: str, rule: str, value: Any) -> None:
+    if not cond:
+        raise ValueError(f"The '{name}' parameter must be {rule}. Got {value!r} instead.")
+
+
+@dataclass(frozen=True)
+class MediaApp:
+    """One external media app (a short-video app that shows our ads).
+
+    Args:
+        name: display name.
+        share: share of all impressions (shares are renormalised).
+        ctr_offset: additive CTR logit offset (audience clickiness, ad load).
+        cvr_offset: additive logit offset of cart and purchase given click: the app's base
+            conversion level, the field-level miscalibration that AdaCalib must fix.
+        clickbait_mix: probability that a creative shown on this app is of a clickbait type.
+        targeting: probability that the ad's category is one of the user's preferred ones.
+        max_slot: number of ad slots per feed page on this app (slot ids 0..max_slot-1).
+    """
+
+    name: str
+    share: float
+    ctr_offset: float = 0.0
+    cvr_offset: float = 0.0
+    clickbait_mix: float = 0.2
+    targeting: float = 0.3
+    max_slot: int = 10
+
+    def __post_init__(self):
+        _check(self.share > 0, "share", "> 0", self.share)
+        _check(0 <= self.clickbait_mix <= 1, "clickbait_mix", "in [0, 1]", self.clickbait_mix)
+        _check(0 <= self.targeting <= 1, "targeting", "in [0, 1]", self.targeting)
+        _check(1 <= self.max_slot <= 50, "max_slot", "in [1, 50]", self.max_slot)
+
+
+def _default_apps() -> Tuple[MediaApp, ...]:
+    return (
+        MediaApp("shortvideo_a", 0.35, ctr_offset=0.10, cvr_offset=0.0, clickbait_mix=0.20,
+                 targeting=0.35, max_slot=10),
+        MediaApp("shortvideo_b", 0.25, ctr_offset=0.30, cvr_offset=-0.70, clickbait_mix=0.45,
+                 targeting=0.20, max_slot=12),
+        MediaApp("livestream_c", 0.15, ctr_offset=-0.20, cvr_offset=0.80, clickbait_mix=0.10,
+                 targeting=0.50, max_slot=6),
+        MediaApp("news_feed_d", 0.15, ctr_offset=-0.40, cvr_offset=-0.30, clickbait_mix=0.30,
+                 targeting=0.25, max_slot=8),
+        MediaApp("game_e", 0.10, ctr_offset=0.0, cvr_offset=-1.10, clickbait_mix=0.35,
+                 targeting=0.15, max_slot=5),
+    )
+
+
+@dataclass(frozen=True)
+class FunnelRates:
+    """Target marginal rates. Intercepts are solved on a pilot sample so that they hold.
+
+    Args:
+        ctr: mean click probability over impressions.
+        cart_given_click: mean p(cart | click) over clicked impressions.
+        purchase_given_click: mean p(purchase | click) over clicked impressions (purchase implies
+            cart). Ali-CCP has about 0.5-2%.
+    """
+
+    ctr: float = 0.04
+    cart_given_click: float = 0.10
+    purchase_given_click: float = 0.02
+
+    def __post_init__(self):
+        _check(0 < self.ctr < 0.5, "ctr", "in (0, 0.5)", self.ctr)
+        _check(0 < self.cart_given_click < 0.9, "cart_given_click", "in (0, 0.9)",
+               self.cart_given_click)
+        _check(0 < self.purchase_given_click < self.cart_given_click, "purchase_given_click",
+               f"in (0, cart_given_click={self.cart_given_click})", self.purchase_given_click)
+
+
+@dataclass(frozen=True)
+class Effects:
+    """Coefficients of the latent-factor model (logit scale). See ``simulator/funnel.py``.
+
+    The ``*_click`` coefficients act on the click logit, ``*_cart`` on p(cart|click) and
+    ``*_buy`` on p(purchase|cart). Intent raises all stages; clickiness, clickbait, creative
+    appeal and position raise clicks only (clickbait lowers conversion): the selection bias.
+    """
+
+    intent_click: float = 0.6
+    intent_cart: float = 0.7
+    intent_buy: float = 0.5
+    clickiness_click: float = 0.6
+    affinity_click: float = 0.5
+    affinity_cart: float = 0.8
+    affinity_buy: float = 0.3
+    quality_cart: float = 0.4
+    quality_buy: float = 0.5
+    price_cart: float = 0.35
+    price_buy: float = 0.45
+    appeal_click: float = 0.4
+    clickbait_click: float = 0.9
+    clickbait_conv: float = -0.5
+    position_click: float = -0.08
+    evening_click: float = 0.15
+    evening_conv: float = 0.10
+    category_conv_sd: float = 0.5
+
+    def __post_init__(self):
+        _check(self.category_conv_sd >= 0, "category_conv_sd", ">= 0", self.category_conv_sd)
+
+
+@dataclass(frozen=True)
+class MediaSignal:
+    """Noise of the media-private features (smaller = more informative).
+
+    Args:
+        shopping_noise: noise sd of ``media_shopping_minutes`` around the user's intent.
+        ad_click_noise: noise sd of ``media_ad_click_rate`` around the user's clickiness.
+        interest_accuracy: probability that ``media_interest_cat`` is the user's top category.
+    """
+
+    shopping_noise: float = 0.6
+    ad_click_noise: float = 0.5
+    interest_accuracy: float = 0.6
+
+    def __post_init__(self):
+        _check(self.shopping_noise >= 0, "shopping_noise", ">= 0", self.shopping_noise)
+        _check(self.ad_click_noise >= 0, "ad_click_noise", ">= 0", self.ad_click_noise)
+        _check(0 <= self.interest_accuracy <= 1, "interest_accuracy", "in [0, 1]",
+               self.interest_accuracy)
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    """Everything that shapes the simulated external-media ad logs.
+
+    Args:
+        n_users: user id space (Zipf-distributed impressions), at most 10M.
+        n_items: item/ad id space, at most 1M.
+        n_categories, n_shops, n_brands: catalogue sizes.
+        user_zipf, item_zipf: Zipf exponents (> 0, != 1) of the id popularity.
+        days: number of days; one output file per day.
+        rows_per_block: rows per RNG block and Parquet row group; bounds peak memory.
+        pilot_rows: rows of the pilot sample used to solve the funnel intercepts.
+        apps: the media apps (at least 4).
+        rates: target funnel rates.
+        effects: latent-factor coefficients.
+        media: informativeness of the media-private features.
+    """
+
+    n_users: int = 1_000_000
+    n_items: int = 100_000
+    n_categories: int = 60
+    n_shops: int = 5_000
+    n_brands: int = 2_000
+    user_zipf: float = 1.05
+    item_zipf: float = 1.10
+    days: int = 7
+    rows_per_block: int = 131_072
+    pilot_rows: int = 200_000
+    apps: Tuple[MediaApp, ...] = field(default_factory=_default_apps)
+    rates: FunnelRates = field(default_factory=FunnelRates)
+    effects: Effects = field(default_factory=Effects)
+    media: MediaSignal = field(default_factory=MediaSignal)
+
+    def __post_init__(self):
+        _check(1 <= self.n_users <= MAX_USERS, "n_users", f"in [1, {MAX_USERS}]", self.n_users)
+        _check(1 <= self.n_items <= MAX_ITEMS, "n_items", f"in [1, {MAX_ITEMS}]", self.n_items)
+        _check(2 <= self.n_categories <= 10_000, "n_categories", "in [2, 10000]",
+               self.n_categories)
+        _check(self.n_categories <= self.n_items, "n_categories", f"<= n_items={self.n_items}",
+               self.n_categories)
+        _check(self.n_shops >= 1, "n_shops", ">= 1", self.n_shops)
+        _check(self.n_brands >= 1, "n_brands", ">= 1", self.n_brands)
+        for name in ("user_zipf", "item_zipf"):
+            v = getattr(self, name)
+            _check(v > 0 and abs(v - 1.0) > 1e-6, name, "> 0 and != 1", v)
+        _check(1 <= self.days <= 366, "days", "in [1, 366]", self.days)
+        _check(1024 <= self.rows_per_block <= 4_194_304, "rows_per_block",
+               "in [1024, 4194304]", self.rows_per_block)
+        _check(self.pilot_rows >= 10_000, "pilot_rows", ">= 10000", self.pilot_rows)
+        _check(len(self.apps) >= 4, "apps", "a list of at least 4 media apps", len(self.apps))
+        names = [a.name for a in self.apps]
+        _check(len(set(names)) == len(names), "apps", "uniquely named", names)
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The resolved configuration as plain data (written next to the output)."""
+        return asdict(self)
+
+
+def _build(cls, raw: Dict[str, Any], where: str):
+    if not isinstance(raw, dict):
+        raise ValueError(f"{where}: expected a mapping, got {type(raw).__name__}")
+    known = {f.name: f for f in fields(cls)}
+    extra = sorted(set(raw) - set(known))
+    if extra:
+        raise ValueError(f"{where}: unknown keys {extra}; known keys are {sorted(known)}")
+    kwargs = {}
+    for key, value in raw.items():
+        if key == "apps":
+            if not isinstance(value, list):
+                raise ValueError(f"{where}.apps: expected a list of apps")
+            kwargs[key] = tuple(_build(MediaApp, a, f"{where}.apps[{i}]")
+                                for i, a in enumerate(value))
+        elif key in ("rates", "effects", "media"):
+            sub = {"rates": FunnelRates, "effects": Effects, "media": MediaSignal}[key]
+            kwargs[key] = _build(sub, value, f"{where}.{key}")
+        else:
+            kwargs[key] = value
+    return cls(**kwargs)
+
+
+def config_from_dict(raw: Dict[str, Any], where: str = "config") -> GeneratorConfig:
+    """Build a validated ``GeneratorConfig`` from plain data (unknown keys are errors)."""
+    return _build(GeneratorConfig, raw or {}, where)
+
+
+def load_config(path: str | None) -> GeneratorConfig:
+    """Read a YAML or JSON config file; ``None`` gives the defaults."""
+    if path is None:
+        return GeneratorConfig()
+    with open(path) as fh:
+        text = fh.read()
+    try:
+        raw = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as e:
+        raise ValueError(f"{path}: cannot parse config ({e})") from e
+    return config_from_dict(raw or {}, where=path)
+

@@ -1,0 +1,99 @@
+"""The funnel: impression -> click -> add-to-cart -> purchase, from shared latent factors.
+
+With sigma the logistic function and the factors of ``entities.py``::
+
+    logit p_click        = b_click + e.intent_click * z + e.clickiness_click * c
+                           + e.affinity_click * aff + e.appeal_click * a
+                           + e.clickbait_click * bait + e.position_click * slot
+                           + app.ctr_offset + e.evening_click * evening
+    logit p_cart|click   = b_cart + e.intent_cart * z + e.affinity_cart * aff
+                           + e.quality_cart * q - e.price_cart * price_pen
+                           + e.clickbait_conv * is_bait + 0.5 * (app.cvr_offset + cat_conv)
+    logit p_buy|cart     = b_buy + e.intent_buy * z + e.affinity_buy * aff + e.quality_buy * q
+                           - e.price_buy * price_pen + e.clickbait_conv * is_bait
+                           + app.cvr_offset + cat_conv + e.evening_conv * evening
+    p_purchase|click     = p_cart|click * p_buy|cart
+
+where ``aff = 1[category in user's preferred] + 0.25 * <taste_u, taste_i> / 2`` and
+``price_pen = relative_price * (1 + 0.5 * s)``. Intent raises every stage; clickiness, creative
+appeal, clickbait and slot move clicks only (clickbait lowers conversion): the clicked
+population differs from the impression population (sample-selection bias). ``app.cvr_offset``
+and ``cat_conv`` make the base CVR differ by media app and by category.
+
+The intercepts ``b_*`` are solved by bisection on a pilot sample so that the mean rates equal
+``config.rates``: CTR over impressions, cart and purchase given click over clicked impressions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from preprocessing.simulator.config import GeneratorConfig
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """The logistic function, stable for large |x|."""
+    return 0.5 * (1.0 + np.tanh(0.5 * x))
+
+
+@dataclass(frozen=True)
+class FunnelLogits:
+    """Intercept-free logits of the three stages for a batch of impressions."""
+
+    click: np.ndarray
+    cart: np.ndarray
+    buy: np.ndarray
+
+
+@dataclass(frozen=True)
+class Intercepts:
+    """Solved intercepts of the three stage logits."""
+
+    click: float
+    cart: float
+    buy: float
+
+
+@dataclass(frozen=True)
+class FunnelProbabilities:
+    """True probabilities of an impression."""
+
+    click: np.ndarray
+    cart_given_click: np.ndarray
+    purchase_given_click: np.ndarray
+
+
+def probabilities(logits: FunnelLogits, b: Intercepts) -> FunnelProbabilities:
+    """Apply the intercepts: the true p_click, p_cart|click and p_purchase|click."""
+    p_click = sigmoid(logits.click + b.click)
+    p_cart = sigmoid(logits.cart + b.cart)
+    p_buy = sigmoid(logits.buy + b.buy)
+    return FunnelProbabilities(p_click, p_cart, p_cart * p_buy)
+
+
+def _bisect(mean_at: Callable[[float], float], target: float, lo=-20.0, hi=20.0) -> float:
+    """Solve mean_at(b) = target for a mean_at that increases in b."""
+    for _ in range(80):
+        mid = 0.5 * (lo + hi)
+        if mean_at(mid) < target:
+            lo = mid
+        else:
+            hi = mid
+    return 0.5 * (lo + hi)
+
+
+def solve_intercepts(logits: FunnelLogits, config: GeneratorConfig) -> Intercepts:
+    """Intercepts that give the configured mean rates on the pilot ``logits``."""
+    rates = config.rates
+    b_click = _bisect(lambda b: float(sigmoid(logits.click + b).mean()), rates.ctr)
+    w = sigmoid(logits.click + b_click)
+    w = w / w.sum()
+    b_cart = _bisect(lambda b: float((w * sigmoid(logits.cart + b)).sum()),
+                     rates.cart_given_click)
+    p_cart = sigmoid(logits.cart + b_cart)
+    b_buy = _bisect(lambda b: float((w * p_cart * sigmoid(logits.buy + b)).sum()),
+                    rates.purchase_given_click)
+    return Intercepts(b_click, b_cart, b_buy)
