@@ -1,0 +1,39 @@
+"""Reading a processed split (``PROC_DIR/train|valid|test``) outside the Merlin data loader.
+
+A split directory holds Parquet parts next to ``schema.pbtxt`` and the HugeCTR metadata files,
+so a plain ``pd.read_parquet(dir)`` trips over the non-Parquet files; these helpers read only
+the parts, in part order (which keeps the input row order).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+from typing import List, Optional, Sequence
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+def split_parts(directory: str) -> List[str]:
+    """The ``part_N.parquet`` files of a split directory, in numeric order."""
+    parts = glob.glob(os.path.join(directory, "*.parquet"))
+    if not parts:
+        raise FileNotFoundError(f"{directory}: no Parquet parts")
+
+    def key(path):
+        m = re.search(r"(\d+)\.parquet$", path)
+        return (int(m.group(1)) if m else -1, path)
+    return sorted(parts, key=key)
+
+
+def read_split_table(directory: str, columns: Optional[Sequence[str]] = None) -> pa.Table:
+    """A processed split as one Arrow table."""
+    return pa.concat_tables([pq.read_table(p, columns=columns) for p in split_parts(directory)])
+
+
+def read_split(directory: str, columns: Optional[Sequence[str]] = None) -> pd.DataFrame:
+    """A processed split as a pandas DataFrame (list columns become object arrays)."""
+    return read_split_table(directory, columns).to_pandas()
