@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 LOCK := requirements/cpu.lock
 STAMP := $(VENV)/.lock.sha256
-ROWS ?= 300000
+ROWS ?= 500000
 SEED ?= 7
 DEMO_DIR ?= demo_out
 BENCH_ROWS ?= 1000000,10000000
@@ -28,8 +28,13 @@ $(VENV): $(LOCK)
 
 venv-check: $(VENV)
 
+# The main job end to end on the embedded default. Each step is a module entry point that ends
+# with its own summary table; later stages (train, calibrate, export, serve) append here.
 demo: $(VENV)
-	$(PY) -m preprocessing.demo --rows $(ROWS) --seed $(SEED) --out $(DEMO_DIR)
+	@mkdir -p $(DEMO_DIR)
+	$(PY) -m preprocessing.generate --rows $(ROWS) --seed $(SEED) --out $(DEMO_DIR)/generated
+	$(PY) -m preprocessing.run --input $(DEMO_DIR)/generated --out $(DEMO_DIR)/processed
+	$(PY) -m preprocessing.summary --proc $(DEMO_DIR)/processed --plot $(DEMO_DIR)/dataset_summary.png
 
 test: $(VENV)
 	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \

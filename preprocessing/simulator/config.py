@@ -7,7 +7,7 @@ or JSON file whose keys mirror these dataclasses (see ``preprocessing/configs/de
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any, Dict, Tuple
 
 import yaml
@@ -207,6 +207,10 @@ def _build(cls, raw: Dict[str, Any], where: str):
     extra = sorted(set(raw) - set(known))
     if extra:
         raise ValueError(f"{where}: unknown keys {extra}; known keys are {sorted(known)}")
+    missing = sorted(k for k, f in known.items() if k not in raw
+                     and f.default is MISSING and f.default_factory is MISSING)
+    if missing:
+        raise ValueError(f"{where}: missing required keys {missing}")
     kwargs = {}
     for key, value in raw.items():
         if key == "apps":
@@ -218,6 +222,10 @@ def _build(cls, raw: Dict[str, Any], where: str):
             sub = {"rates": FunnelRates, "effects": Effects, "media": MediaSignal}[key]
             kwargs[key] = _build(sub, value, f"{where}.{key}")
         else:
+            if (known[key].type in ("int", "float")
+                    and (isinstance(value, bool) or not isinstance(value, (int, float)))):
+                raise ValueError(f"The '{key}' parameter ({where}) must be a number. "
+                                 f"Got {value!r} instead.")
             kwargs[key] = value
     return cls(**kwargs)
 

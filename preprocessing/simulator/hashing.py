@@ -16,6 +16,8 @@ _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
 _INV_2_53 = 1.0 / float(1 << 53)
+#: The largest float64 below 1: (2**53 - 1 + 0.5) * 2**-53 rounds up to exactly 1.0.
+_BELOW_ONE = np.nextafter(1.0, 0.0)
 
 
 def splitmix64(x: np.ndarray) -> np.ndarray:
@@ -40,7 +42,7 @@ def hash_uniform(ids: np.ndarray, seed: int, salt: str) -> np.ndarray:
     key = stream_key(seed, salt)
     with np.errstate(over="ignore"):
         h = splitmix64(ids.astype(np.uint64) * _GOLDEN ^ key)
-    return ((h >> np.uint64(11)).astype(np.float64) + 0.5) * _INV_2_53
+    return np.minimum(((h >> np.uint64(11)).astype(np.float64) + 0.5) * _INV_2_53, _BELOW_ONE)
 
 
 def hash_normal(ids: np.ndarray, seed: int, salt: str) -> np.ndarray:

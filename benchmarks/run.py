@@ -1,0 +1,325 @@
+"""Foundation benchmark: generator throughput, NVTabular preprocessing and a plain-pandas yardstick.
+
+Usage::
+
+    python -m benchmarks.run --rows 1000000,10000000 [--out benchmarks/results] [--seed 7]
+        [--workdir DIR] [--keep] [--no-progress]
+
+For every row count N, three child processes run one after the other (nothing else of the
+benchmark runs meanwhile):
+
+1. ``python -m preprocessing.generate --rows N --seed S --out W/gen_N --no-progress``;
+2. ``python -m preprocessing.run --input W/gen_N --out W/proc_N --no-progress`` (NVTabular);
+3. ``python -m benchmarks.pandas_baseline --input W/gen_N --out W/pandas_N --no-progress``.
+
+Each command's own ``manifest.json`` gives its rows/s and peak RSS (timed inside the process,
+after imports); the benchmark adds the child's wall time (interpreter start and imports
+included, e.g. TensorFlow through merlin) and its peak RSS as the kernel reports it to the
+parent (``wait4``). The ratio is NVTabular rows/s divided by pandas rows/s.
+
+Results go to ``OUT/foundation_<date>.json`` (written atomically). A file of the same date is
+updated: entries for other row counts are kept, the row counts of this run replaced, provided
+the machine is the same. The work directory (``--workdir``, default the system temp dir) gets a
+fresh sub-directory that is deleted at the end unless ``--keep``; each N's data is deleted as
+soon as its three stages are done, so disk use is one N at a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import importlib.metadata as md
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Dict, List, Optional, Tuple
+
+from preprocessing.atomic import atomic_write_text
+from preprocessing.report import markdown_table, print_table
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_OUT = os.path.join("benchmarks", "results")
+PACKAGES = ("nvtabular", "merlin-core", "pandas", "numpy", "pyarrow", "dask")
+
+
+class StageError(RuntimeError):
+    """A child process of the benchmark failed."""
+
+
+def parse_rows(text: str) -> List[int]:
+    """``"1000000,10_000_000"`` -> ``[1000000, 10000000]``; every entry must be >= 1."""
+    out = []
+    for part in text.split(","):
+        part = part.strip().replace("_", "")
+        if not part:
+            continue
+        try:
+            n = int(float(part)) if ("e" in part.lower()) else int(part)
+        except ValueError:
+            raise ValueError(f"--rows: '{part}' is not a row count") from None
+        if n < 1:
+            raise ValueError(f"--rows: row counts must be >= 1, got {n}")
+        out.append(n)
+    if not out:
+        raise ValueError("--rows: give at least one row count")
+    return out
+
+
+def _read_first(path: str) -> Optional[str]:
+    with contextlib.suppress(OSError):
+        with open(path) as fh:
+            return fh.read().strip()
+    return None
+
+
+def machine_info() -> Dict[str, object]:
+    """Platform, CPU model, CPUs and memory of this machine (and its cgroup limits if any)."""
+    cpu_model = None
+    for line in (_read_first("/proc/cpuinfo") or "").splitlines():
+        if line.lower().startswith("model name"):
+            cpu_model = line.split(":", 1)[1].strip()
+            break
+    mem_kib = None
+    for line in (_read_first("/proc/meminfo") or "").splitlines():
+        if line.startswith("MemTotal:"):
+            mem_kib = int(line.split()[1])
+    try:
+        nproc = len(os.sched_getaffinity(0))
+    except AttributeError:
+        nproc = os.cpu_count()
+    info: Dict[str, object] = {
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_model": cpu_model or platform.processor() or None,
+        "nproc": nproc,
+        "cpu_count": os.cpu_count(),
+        "mem_total_gb": round(mem_kib / 1024 ** 2, 2) if mem_kib else None,
+    }
+    cpu_max = _read_first("/sys/fs/cgroup/cpu.max")
+    if cpu_max and not cpu_max.startswith("max"):
+        quota, period = cpu_max.split()
+        info["cgroup_cpus"] = round(int(quota) / int(period), 2)
+    mem_max = _read_first("/sys/fs/cgroup/memory.max")
+    if mem_max and mem_max.isdigit():
+        info["cgroup_mem_gb"] = round(int(mem_max) / 1024 ** 3, 2)
+    return info
+
+
+def versions() -> Dict[str, str]:
+    """Python and package versions, read from the installed metadata (nothing is imported)."""
+    out = {"python": platform.python_version()}
+    for pkg in PACKAGES:
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def run_child(args: List[str], log_path: str) -> Tuple[float, float]:
+    """Run ``python -m ...args`` from the repo root; returns (wall seconds, peak RSS MB).
+
+    stdout and stderr go to ``log_path``; a non-zero exit raises ``StageError`` with the log's
+    tail. The peak RSS is the child's ``ru_maxrss`` from ``wait4`` (it includes grandchildren
+    the child waited for, e.g. dask worker processes).
+    """
+    cmd = [sys.executable, "-m", *args]
+    with open(log_path, "wb") as log:
+        t = time.perf_counter()
+        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        wall = time.perf_counter() - t
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        with open(log_path, "rb") as fh:
+            tail = fh.read()[-4000:].decode("utf-8", "replace")
+        raise StageError(f"`{' '.join(cmd)}` exited with {proc.returncode}; log tail:\n{tail}")
+    return wall, usage.ru_maxrss / 1024.0
+
+
+def _manifest(directory: str) -> dict:
+    with open(os.path.join(directory, "manifest.json")) as fh:
+        return json.load(fh)
+
+
+def _pick(manifest: dict, keys) -> dict:
+    return {k: manifest[k] for k in keys if k in manifest}
+
+
+def bench_one(n: int, seed: int, work: str, advance) -> dict:
+    """The three stages for ``n`` rows; returns the result entry of ``n``."""
+    gen, proc, base = (os.path.join(work, f"{k}_{n}") for k in ("gen", "proc", "pandas"))
+    logs = os.path.join(work, "logs")
+    os.makedirs(logs, exist_ok=True)
+
+    advance(f"N={n:,}: generate")
+    wall, rss = run_child(["preprocessing.generate", "--rows", str(n), "--seed", str(seed),
+                           "--out", gen, "--no-progress"], os.path.join(logs, f"gen_{n}.log"))
+    m = _manifest(gen)
+    generator = {**_pick(m, ("rows", "seconds", "rows_per_second", "peak_rss_mb")),
+                 "wall_s": wall, "child_peak_rss_mb": rss,
+                 "bytes_on_disk": sum(os.path.getsize(os.path.join(gen, f))
+                                      for f in os.listdir(gen) if f.endswith(".parquet"))}
+
+    advance(f"N={n:,}: NVTabular")
+    wall, rss = run_child(["preprocessing.run", "--input", gen, "--out", proc, "--no-progress"],
+                          os.path.join(logs, f"proc_{n}.log"))
+    m = _manifest(proc)
+    nvt = {**_pick(m, ("backend", "dask", "rows_in", "rows_out", "timings_s", "seconds",
+                       "rows_per_second", "peak_rss_mb")),
+           "other_s": m["seconds"] - sum(m["timings_s"].values()),
+           "wall_s": wall, "rows_per_second_wall": sum(m["rows_in"].values()) / wall,
+           "child_peak_rss_mb": rss}
+    shutil.rmtree(proc, ignore_errors=True)
+
+    advance(f"N={n:,}: pandas baseline")
+    wall, rss = run_child(["benchmarks.pandas_baseline", "--input", gen, "--out", base,
+                           "--no-progress"], os.path.join(logs, f"pandas_{n}.log"))
+    m = _manifest(base)
+    pandas = {**_pick(m, ("implementation", "rows_in", "rows_out", "timings_s", "seconds",
+                          "rows_per_second", "peak_rss_mb", "imports_nvtabular")),
+              "other_s": m["seconds"] - sum(m["timings_s"].values()),
+              "wall_s": wall, "rows_per_second_wall": sum(m["rows_in"].values()) / wall,
+              "child_peak_rss_mb": rss}
+    shutil.rmtree(base, ignore_errors=True)
+    shutil.rmtree(gen, ignore_errors=True)
+
+    return {
+        "rows": n,
+        "seed": seed,
+        "run_at": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "generator": generator,
+        "nvtabular": nvt,
+        "pandas": pandas,
+        "rows_out_equal": nvt["rows_out"] == pandas["rows_out"],
+        "ratio": {
+            # > 1 means NVTabular is faster
+            "rows_per_second": nvt["rows_per_second"] / pandas["rows_per_second"],
+            "rows_per_second_wall": nvt["rows_per_second_wall"] / pandas["rows_per_second_wall"],
+            "fit_transform": (sum(pandas["timings_s"].values())
+                              / sum(nvt["timings_s"].values())),
+        },
+    }
+
+
+def results_path(out: str, date: str) -> str:
+    """``OUT/foundation_<date>.json``."""
+    return os.path.join(out, f"foundation_{date}.json")
+
+
+def merge_results(path: str, doc: dict) -> dict:
+    """Keep the entries of other row counts from an existing same-machine file at ``path``."""
+    with contextlib.suppress(OSError, ValueError):
+        with open(path) as fh:
+            old = json.load(fh)
+        if old.get("machine") == doc["machine"] and isinstance(old.get("results"), dict):
+            merged = {**old["results"], **doc["results"]}
+            doc["results"] = {k: merged[k] for k in sorted(merged, key=int)}
+    return doc
+
+
+def summary_rows(results: Dict[str, dict]) -> List[List[str]]:
+    """One markdown row per row count."""
+    rows = []
+    for key in sorted(results, key=int):
+        r = results[key]
+        g, v, p = r["generator"], r["nvtabular"], r["pandas"]
+        rows.append([f"{r['rows']:,}",
+                     f"{g['rows_per_second']:,.0f}", f"{g['peak_rss_mb']:,.0f}",
+                     f"{v['rows_per_second']:,.0f}", f"{v['wall_s']:.1f}",
+                     f"{v['peak_rss_mb']:,.0f}",
+                     f"{p['rows_per_second']:,.0f}", f"{p['wall_s']:.1f}",
+                     f"{p['peak_rss_mb']:,.0f}",
+                     f"{r['ratio']['rows_per_second']:.2f}"])
+    return rows
+
+
+SUMMARY_HEADER = ["rows", "generator rows/s", "generator peak RSS MB", "NVTabular rows/s",
+                  "NVTabular wall s", "NVTabular peak RSS MB", "pandas rows/s", "pandas wall s",
+                  "pandas peak RSS MB", "NVT/pandas rows/s"]
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """CLI entry point: ``python -m benchmarks.run``."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", default="1000000,10000000",
+                        help="comma-separated row counts (default 1000000,10000000)")
+    parser.add_argument("--out", default=DEFAULT_OUT, help="results directory")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--workdir", default=None,
+                        help="where the generated and processed data go (a fresh "
+                             "sub-directory; default: the system temp directory)")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        row_counts = parse_rows(args.rows)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+    from tqdm import tqdm
+    if args.workdir:
+        os.makedirs(args.workdir, exist_ok=True)
+    work = tempfile.mkdtemp(prefix="extcvr-bench-", dir=args.workdir)
+    date = dt.date.today().isoformat()
+    doc = {"benchmark": "foundation", "date": date, "machine": machine_info(),
+           "versions": versions(), "command": " ".join(["python -m benchmarks.run", *(
+               argv if argv is not None else sys.argv[1:])]), "results": {}}
+    bar = tqdm(total=3 * len(row_counts), unit="stage", disable=args.no_progress,
+               file=sys.stderr)
+    state = {"started": False}
+
+    def advance(desc: str) -> None:
+        if state["started"]:
+            bar.update(1)
+        state["started"] = True
+        bar.set_description(desc)
+
+    try:
+        for n in row_counts:
+            doc["results"][str(n)] = bench_one(n, args.seed, work, advance)
+            r = doc["results"][str(n)]
+            tqdm.write(f"N={n:,}: NVTabular {r['nvtabular']['rows_per_second']:,.0f} rows/s, "
+                       f"pandas {r['pandas']['rows_per_second']:,.0f} rows/s, ratio "
+                       f"{r['ratio']['rows_per_second']:.2f}", file=sys.stderr)
+        bar.update(1)
+    except StageError as e:
+        bar.close()
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    finally:
+        bar.close()
+        if args.keep:
+            print(f"work directory kept: {work}", file=sys.stderr)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+    os.makedirs(args.out, exist_ok=True)
+    path = results_path(args.out, date)
+    doc = merge_results(path, doc)
+    atomic_write_text(path, json.dumps(doc, indent=2) + "\n")
+    print(markdown_table(SUMMARY_HEADER, summary_rows(doc["results"])))
+    m = doc["machine"]
+    print_table("benchmarks.run", [
+        ("results", os.path.abspath(path)),
+        ("machine", f"{m['cpu_model']}, {m['nproc']} CPUs, {m['mem_total_gb']} GB"),
+        ("versions", ", ".join(f"{k} {v}" for k, v in doc["versions"].items())),
+    ])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""extcvr federated package (see README: Status)."""

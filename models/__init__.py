@@ -1,0 +1,1 @@
+"""extcvr models package (see README: Status)."""

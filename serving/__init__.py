@@ -1,0 +1,1 @@
+"""extcvr serving package (see README: Status)."""
