@@ -1,6 +1,6 @@
 # GPU image for extcvr: NGC Merlin TensorFlow 23.08 (TF 2.12, cuDF, NVTabular 23.08, Triton).
 # UNVERIFIED: no Docker engine or GPU is available where this project is developed and tested.
-# Build:  docker build -t extcvr .        Run: docker run --gpus all -it extcvr make demo
+# Build:  docker build -t extcvr .        Run: docker run --gpus all -it extcvr make demo USE_SYSTEM_PYTHON=1
 FROM nvcr.io/nvidia/merlin/merlin-tensorflow:23.08
 WORKDIR /workspace/extcvr
 COPY . .

@@ -11,6 +11,13 @@ SEED ?= 7
 DEMO_DIR ?= demo_out
 BENCH_ROWS ?= 1000000,10000000
 PYTEST_ARGS ?=
+# In the NGC container the stack is already installed: `make demo USE_SYSTEM_PYTHON=1`.
+ifeq ($(USE_SYSTEM_PYTHON),1)
+PY := python
+VENV_DEP :=
+else
+VENV_DEP := $(VENV)
+endif
 
 .PHONY: demo test bench clean venv-check
 
@@ -30,17 +37,17 @@ venv-check: $(VENV)
 
 # The main job end to end on the embedded default. Each step is a module entry point that ends
 # with its own summary table; later stages (train, calibrate, export, serve) append here.
-demo: $(VENV)
+demo: $(VENV_DEP)
 	@mkdir -p $(DEMO_DIR)
 	$(PY) -m preprocessing.generate --rows $(ROWS) --seed $(SEED) --out $(DEMO_DIR)/generated
 	$(PY) -m preprocessing.run --input $(DEMO_DIR)/generated --out $(DEMO_DIR)/processed
 	$(PY) -m preprocessing.summary --proc $(DEMO_DIR)/processed --plot $(DEMO_DIR)/dataset_summary.png
 
-test: $(VENV)
+test: $(VENV_DEP)
 	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests (exit 5)"; exit 0; fi; exit $$rc
 
-bench: $(VENV)
+bench: $(VENV_DEP)
 	$(PY) -m benchmarks.run --rows $(BENCH_ROWS)
 
 clean:

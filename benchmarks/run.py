@@ -163,6 +163,7 @@ def bench_one(n: int, seed: int, work: str, advance) -> dict:
     logs = os.path.join(work, "logs")
     os.makedirs(logs, exist_ok=True)
 
+    load_before = os.getloadavg()
     advance(f"N={n:,}: generate")
     wall, rss = run_child(["preprocessing.generate", "--rows", str(n), "--seed", str(seed),
                            "--out", gen, "--no-progress"], os.path.join(logs, f"gen_{n}.log"))
@@ -199,6 +200,9 @@ def bench_one(n: int, seed: int, work: str, advance) -> dict:
         "rows": n,
         "seed": seed,
         "run_at": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        # 1-minute load average before and after: anything well above 0 before, or above ~1
+        # after, means other work shared the CPUs with the benchmark
+        "loadavg_1min": {"before": load_before[0], "after": os.getloadavg()[0]},
         "generator": generator,
         "nvtabular": nvt,
         "pandas": pandas,

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import List, Tuple
 
 from preprocessing.atomic import atomic_write_text
@@ -53,6 +53,11 @@ GROUND_TRUTH = (P_CLICK, P_CART_GIVEN_CLICK, P_PURCHASE_GIVEN_CLICK, CART_COUNTE
 MEDIA_PRIVATE_TAG = "media_private"
 #: Merlin schema tag on simulator ground truth; models must never consume these columns.
 GROUND_TRUTH_TAG = "ground_truth"
+
+
+def day_filename(day: int) -> str:
+    """File name of one day of a canonical dataset (``day_000.parquet``, ...)."""
+    return f"day_{day:03d}.parquet"
 
 
 @dataclass(frozen=True)

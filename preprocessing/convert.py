@@ -39,6 +39,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from preprocessing import columns as C
+from preprocessing.columns import day_filename
 from preprocessing.atomic import atomic_output_dir
 from preprocessing.readers import CanonicalLayout, SourceReader
 from preprocessing.readers.aliccp import AliCcpCsvReader, AliCcpRawReader
@@ -50,11 +51,6 @@ from preprocessing.validate import (FUNNEL_POLICIES, FunnelReport, InputValidati
 FORMATS = ("aliccp-csv", "aliccp-raw", "aliexpress")
 DEFAULT_CHUNK_ROWS = 500_000
 MANIFEST_FILENAME = "manifest.json"
-
-
-def day_filename(day: int) -> str:
-    """File name of one day's Parquet file."""
-    return f"day_{day:03d}.parquet"
 
 
 @dataclass

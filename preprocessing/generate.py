@@ -28,15 +28,11 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from preprocessing import columns as C
+from preprocessing.columns import day_filename
 from preprocessing.atomic import atomic_output_dir
 from preprocessing.report import peak_rss_mb, print_table
 from preprocessing.simulator.config import GeneratorConfig, load_config
 from preprocessing.simulator.sampler import ImpressionSampler
-
-
-def day_filename(day: int) -> str:
-    """File name of one day's Parquet file."""
-    return f"day_{day:03d}.parquet"
 
 
 def generate(rows: int, seed: int, out: str, config: Optional[GeneratorConfig] = None,

@@ -185,3 +185,32 @@ def test_cli_reports_bad_input_with_exit_code_2(generated_copy, tmp_path, capsys
     code = main(["--input", generated_copy, "--out", str(tmp_path / "out"), "--no-progress"])
     assert code == 2
     assert "funnel violation" in capsys.readouterr().err
+
+
+def test_runs_on_an_existing_dask_scheduler_with_the_same_result(small_generated,
+                                                                 small_processed, tmp_path):
+    from distributed import LocalCluster
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                      dashboard_address=None) as cluster:
+        out = str(tmp_path / "out")
+        manifest = run(small_generated, out, scheduler_address=cluster.scheduler_address,
+                       progress=False)
+        address = cluster.scheduler_address
+    assert manifest["dask"] == f"scheduler {address}"
+    ours = read_split(os.path.join(out, "test"), ["category_id", "item_price", "click"])
+    ref = read_split(os.path.join(small_processed, "test"), ["category_id", "item_price",
+                                                             "click"])
+    assert ours.equals(ref)
+
+
+def test_converted_real_aliccp_samples_preprocess_end_to_end(tmp_path):
+    from preprocessing.convert import main as convert
+    samples = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data",
+                           "real-samples")
+    inputs = [os.path.join(samples, f"ali_ccp_{s}_sample.csv") for s in ("train", "val", "test")]
+    assert convert(["--format", "aliccp-csv", "--input", *inputs, "--out",
+                    str(tmp_path / "ccp")]) == 0
+    manifest = run(str(tmp_path / "ccp"), str(tmp_path / "proc"), progress=False)
+    assert manifest["rows_out"] == {"train": 100, "valid": 50, "test": 50}
+    test = read_split(str(tmp_path / "proc" / "test"))
+    assert {"click", "purchase", "user_id", "app_id"} <= set(test.columns)
