@@ -8,7 +8,18 @@ from typing import Iterable, Sequence, Tuple
 
 
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far, in MB (Linux ``ru_maxrss`` is in KiB)."""
+    """Peak resident set size of this process so far, in MB.
+
+    Reads ``VmHWM`` from ``/proc/self/status``: ``ru_maxrss`` is inherited across ``fork`` on
+    Linux, so a child started from a large process would report the parent's peak.
+    """
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 

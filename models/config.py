@@ -1,0 +1,127 @@
+"""Model and training configuration: frozen dataclasses with validated fields.
+
+``python -m models.train --config FILE`` reads a YAML file with two optional sections,
+``model:`` and ``train:``, whose keys are the fields below. The resolved configuration is
+written to ``RUN_DIR/config.json``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Dict, Optional, Tuple
+
+import yaml
+
+MODEL_NAMES = ("naive", "esmm", "escm2_ips", "mmoe")
+
+
+def _check(cond: bool, name: str, rule: str, value: Any) -> None:
+    if not cond:
+        raise ValueError(f"The '{name}' parameter must be {rule}. Got {value!r} instead.")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of the shared input layer and the task towers.
+
+    Args:
+        embedding_dim: width of every categorical embedding (ESMM paper: 18).
+        max_embedding_rows: cap on an embedding table's rows; larger vocabularies are folded by
+            modulo (0 = no cap).
+        tower_units: hidden units of each task tower (ESMM paper: 360x200x80).
+        dropout: dropout rate after each hidden layer.
+        l2: L2 penalty on embedding outputs.
+        mmoe_experts: number of MMoE experts.
+        mmoe_expert_units: hidden units of each MMoE expert.
+        ips_clip: lower clip of pCTR in the ESCM2-IPS weights 1 / pCTR (our choice).
+        ips_weight: weight of the ESCM2 counterfactual CVR risk.
+        ctcvr_weight: weight of the CTCVR loss in entire-space models.
+    """
+
+    embedding_dim: int = 16
+    max_embedding_rows: int = 200_000
+    tower_units: Tuple[int, ...] = (128, 64, 32)
+    dropout: float = 0.0
+    l2: float = 0.0
+    mmoe_experts: int = 4
+    mmoe_expert_units: Tuple[int, ...] = (128, 64)
+    ips_clip: float = 0.05
+    ips_weight: float = 1.0
+    ctcvr_weight: float = 1.0
+
+    def __post_init__(self):
+        object.__setattr__(self, "tower_units", tuple(self.tower_units))
+        object.__setattr__(self, "mmoe_expert_units", tuple(self.mmoe_expert_units))
+        _check(1 <= self.embedding_dim <= 1024, "embedding_dim", "in [1, 1024]",
+               self.embedding_dim)
+        _check(self.max_embedding_rows >= 0, "max_embedding_rows", ">= 0",
+               self.max_embedding_rows)
+        _check(len(self.tower_units) >= 1 and all(u >= 1 for u in self.tower_units),
+               "tower_units", "a non-empty list of positive ints", self.tower_units)
+        _check(0.0 <= self.dropout < 1.0, "dropout", "in [0, 1)", self.dropout)
+        _check(self.l2 >= 0, "l2", ">= 0", self.l2)
+        _check(self.mmoe_experts >= 1, "mmoe_experts", ">= 1", self.mmoe_experts)
+        _check(0.0 < self.ips_clip <= 1.0, "ips_clip", "in (0, 1]", self.ips_clip)
+        _check(self.ips_weight >= 0, "ips_weight", ">= 0", self.ips_weight)
+        _check(self.ctcvr_weight > 0, "ctcvr_weight", "> 0", self.ctcvr_weight)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The training loop.
+
+    Args:
+        batch_size: examples per step.
+        epochs: maximum passes over the training split.
+        learning_rate: Adam learning rate (beta 0.9 / 0.999, epsilon 1e-8, as in ESMM).
+        patience: epochs without validation-loss improvement before early stopping.
+        checkpoint_every: steps between checkpoints (a SIGKILL loses at most this many).
+        max_steps: stop after this many steps in total (0 = no limit).
+        eval_batch_size: batch size for validation and prediction.
+    """
+
+    batch_size: int = 4096
+    epochs: int = 3
+    learning_rate: float = 2e-3
+    patience: int = 1
+    checkpoint_every: int = 50
+    max_steps: int = 0
+    eval_batch_size: int = 16384
+
+    def __post_init__(self):
+        _check(self.batch_size >= 1, "batch_size", ">= 1", self.batch_size)
+        _check(self.epochs >= 1, "epochs", ">= 1", self.epochs)
+        _check(self.learning_rate > 0, "learning_rate", "> 0", self.learning_rate)
+        _check(self.patience >= 0, "patience", ">= 0", self.patience)
+        _check(self.checkpoint_every >= 1, "checkpoint_every", ">= 1", self.checkpoint_every)
+        _check(self.max_steps >= 0, "max_steps", ">= 0", self.max_steps)
+        _check(self.eval_batch_size >= 1, "eval_batch_size", ">= 1", self.eval_batch_size)
+
+
+def _from_dict(cls, raw: Optional[Dict[str, Any]], where: str):
+    raw = raw or {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"{where}: expected a mapping, got {type(raw).__name__}")
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {unknown}; known keys are {sorted(known)}")
+    return cls(**raw)
+
+
+def load_configs(path: Optional[str]) -> Tuple[ModelConfig, TrainConfig]:
+    """Read ``model:`` and ``train:`` sections from a YAML file (defaults when ``None``)."""
+    if path is None:
+        return ModelConfig(), TrainConfig()
+    with open(path) as fh:
+        raw = yaml.safe_load(fh) or {}
+    unknown = sorted(set(raw) - {"model", "train"})
+    if unknown:
+        raise ValueError(f"{path}: unknown sections {unknown}; expected 'model' and 'train'")
+    return (_from_dict(ModelConfig, raw.get("model"), f"{path}: model"),
+            _from_dict(TrainConfig, raw.get("train"), f"{path}: train"))
+
+
+def configs_to_dict(model: ModelConfig, train: TrainConfig) -> Dict[str, Any]:
+    """Plain-data form of both configs."""
+    return {"model": asdict(model), "train": asdict(train)}
