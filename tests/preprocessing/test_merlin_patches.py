@@ -44,3 +44,26 @@ def test_apply_installs_the_helpers_on_merlin_and_nvtabular_modules():
     assert logop.encode_list_column is merlin_patches.encode_list_column
     merlin_patches.apply()  # idempotent
     assert merlin_patches.original("encode_list_column") is not merlin_patches.encode_list_column
+
+
+def test_hash_series_depends_on_the_value_not_the_row_position():
+    merlin_patches.apply()
+    a = pd.Series([11, 22, 33], index=[0, 1, 2])
+    b = pd.Series([33, 11, 22], index=[7, 8, 9])
+    ha, hb = merlin_patches.hash_series(a), merlin_patches.hash_series(b)
+    assert ha[0] == hb[1] and ha[1] == hb[2] and ha[2] == hb[0]
+    original = merlin_patches.original("hash_series")
+    assert original(a)[0] != original(pd.Series([11], index=[5]))[0]  # the bug being fixed
+
+
+def test_a_rare_id_lands_in_the_same_tail_bucket_in_every_row(small_processed,
+                                                              small_generated):
+    import os
+    import nvtabular as nvt
+    import pyarrow.parquet as pq
+    wf = nvt.Workflow.load(os.path.join(small_processed, "workflow"))
+    day = sorted(f for f in os.listdir(small_generated) if f.endswith(".parquet"))[-1]
+    df = pq.read_table(os.path.join(small_generated, day)).to_pandas().head(50)
+    df["user_id"] = 10**12 + 7  # one unseen id in every row
+    out = wf.transform(df)
+    assert out["user_id"].nunique() == 1

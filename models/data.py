@@ -1,0 +1,80 @@
+"""Feeding processed splits to models through the merlin-dataloader TensorFlow loader.
+
+Only the model inputs and the targets are loaded: ground-truth columns never enter a batch
+(``model_columns`` is the single place that decides, and a test checks it).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+import tensorflow as tf
+
+from models.inputs import Feature, features_from_schema
+from preprocessing import columns as C
+from preprocessing import merlin_patches
+from preprocessing.splits import split_parts
+
+
+def load_schema(data_dir: str, split: str = "train"):
+    """The Merlin schema of a processed split (``schema.pbtxt`` written by the workflow)."""
+    merlin_patches.apply()
+    from merlin.io import Dataset
+    return Dataset(split_parts(os.path.join(data_dir, split)), engine="parquet",
+                   cpu=True).schema
+
+
+def model_columns(schema, targets: Sequence[str]) -> List[str]:
+    """Columns a model batch may hold: the features and the targets, nothing else."""
+    return [f.name for f in features_from_schema(schema)] + list(targets)
+
+
+def split_dataset(data_dir: str, split: str, columns: Sequence[str]):
+    """A merlin Dataset over one split, restricted to ``columns``."""
+    merlin_patches.apply()
+    from merlin.io import Dataset
+    cpu = not _has_gpu()
+    ds = Dataset(split_parts(os.path.join(data_dir, split)), engine="parquet", cpu=cpu)
+    ds.schema = ds.schema.select_by_name(list(columns))
+    return ds
+
+
+def _has_gpu() -> bool:
+    try:
+        import cudf  # noqa: F401
+        return bool(tf.config.list_physical_devices("GPU"))
+    except Exception:
+        return False
+
+
+def batches(dataset, batch_size: int, shuffle: bool, seed: Optional[int] = None,
+            skip: int = 0) -> Iterator[Tuple[Dict[str, tf.Tensor], Dict[str, tf.Tensor]]]:
+    """Yield ``(features, labels)`` batches; with ``seed`` the order is reproducible.
+
+    Args:
+        dataset: from ``split_dataset``.
+        batch_size: rows per batch.
+        shuffle: shuffle partitions and rows (the Merlin loader's shuffle).
+        seed: seeds numpy's global RNG and the loader's ``seed_fn`` (the loader shuffles with
+            them), so the same seed gives the same batches: what ``--resume`` relies on.
+        skip: batches to drop from the start (already trained on before a restart).
+    """
+    from merlin.dataloader.tensorflow import Loader
+    if seed is not None:
+        np.random.seed(seed % (2**32))
+    loader = Loader(dataset, batch_size=batch_size, shuffle=shuffle,
+                    seed_fn=(lambda: seed % (2**32)) if seed is not None else None)
+    for i, (x, y) in enumerate(loader):
+        if i < skip:
+            continue
+        yield x, y
+    loader.stop()
+
+
+def features_and_targets(data_dir: str) -> Tuple[List[Feature], Tuple[str, ...], object]:
+    """Model inputs, target columns and schema of a processed dataset directory."""
+    spec = C.DatasetSpec.load(data_dir)
+    schema = load_schema(data_dir)
+    return features_from_schema(schema), spec.targets, schema
