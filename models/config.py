@@ -124,4 +124,4 @@ def load_configs(path: Optional[str]) -> Tuple[ModelConfig, TrainConfig]:
 
 def configs_to_dict(model: ModelConfig, train: TrainConfig) -> Dict[str, Any]:
     """Plain-data form of both configs."""
-    return {"model": asdict(model), "train": asdict(train)}
+    return {"model_config": asdict(model), "train_config": asdict(train)}

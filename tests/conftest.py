@@ -1,8 +1,49 @@
-"""Test-wide set-up: make the repository root importable however pytest is started."""
+"""Test-wide set-up: the repository root on sys.path, and shared small-dataset fixtures."""
 
+import shutil
 import sys
 from pathlib import Path
+
+import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
+
+from preprocessing.generate import generate  # noqa: E402
+from preprocessing.simulator.config import GeneratorConfig  # noqa: E402
+
+SMALL_ROWS = 40_000
+SMALL_DAYS = 4
+
+
+@pytest.fixture(scope="session")
+def small_config() -> GeneratorConfig:
+    """A small-catalogue config so that 40k rows exercise vocabularies and the hashed tail."""
+    return GeneratorConfig(n_users=50_000, n_items=5_000, n_shops=500, n_brands=200,
+                           days=SMALL_DAYS, rows_per_block=8192, pilot_rows=20_000)
+
+
+@pytest.fixture(scope="session")
+def small_generated(tmp_path_factory, small_config) -> str:
+    """A generated dataset directory (4 days, 40k rows). Treat it as read-only."""
+    out = str(tmp_path_factory.mktemp("gen") / "data")
+    generate(SMALL_ROWS, seed=3, out=out, config=small_config, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def small_processed(tmp_path_factory, small_generated) -> str:
+    """``preprocessing.run`` output of ``small_generated``. Treat it as read-only."""
+    from preprocessing.run import run
+    out = str(tmp_path_factory.mktemp("proc") / "processed")
+    run(small_generated, out, progress=False)
+    return out
+
+
+@pytest.fixture
+def generated_copy(tmp_path, small_generated) -> str:
+    """A writable copy of the small dataset, for corrupting."""
+    dst = str(tmp_path / "input")
+    shutil.copytree(small_generated, dst)
+    return dst

@@ -1,0 +1,281 @@
+"""Train one model on a processed dataset.
+
+Usage::
+
+    python -m models.train --model {naive,esmm,escm2_ips,mmoe} --data PROC_DIR --out RUN_DIR
+        --seed S [--config FILE] [--resume] [--no-progress]
+
+The loop: Adam, shuffled batches from the Merlin TF loader, a validation pass after each epoch,
+early stopping on the validation loss (the best epoch's weights are kept), a checkpoint every
+``checkpoint_every`` steps. ``--resume`` continues a run that was killed (even by SIGKILL) from
+its last checkpoint: the same epoch, the same shuffled order, the batches already trained on
+skipped, so nothing beyond the checkpoint is lost.
+
+``RUN_DIR`` holds ``config.json`` (resolved), ``metrics.json`` (history, throughput, test
+metrics), ``saved_model/`` (a SavedModel with a ``serving_default`` signature), ``signature.json``,
+``checkpoints/`` and ``tensorboard/``. With several GPUs visible the model is built under
+``tf.distribute.MirroredStrategy`` (written for the NGC container, not verified here).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from preprocessing.atomic import atomic_write_text
+from preprocessing.report import peak_rss_mb, print_table
+
+
+def _seed_everything(seed: int) -> None:
+    import random
+
+    import tensorflow as tf
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    tf.random.set_seed(seed)
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    return (seed * 1_000_003 + epoch * 7919) % (2**31 - 1)
+
+
+def _strategy():
+    import tensorflow as tf
+    gpus = tf.config.list_physical_devices("GPU")
+    if len(gpus) > 1:  # pragma: no cover - needs several GPUs
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+class Trainer:
+    """Owns the loop, the checkpoints and the export; the model owns its loss.
+
+    Args:
+        model_name: one of ``models.baselines.MODELS``.
+        data_dir: output of ``preprocessing.run``.
+        run_dir: where everything of this run goes.
+        seed: seeds weights and the shuffled order.
+        model_config, train_config: see ``models/config.py``.
+        progress: show progress bars.
+    """
+
+    def __init__(self, model_name, data_dir, run_dir, seed, model_config, train_config,
+                 progress=True):
+        import tensorflow as tf
+
+        from models.baselines import build_model
+        from models.data import features_and_targets, model_columns, split_dataset
+
+        self.model_name, self.data_dir, self.run_dir = model_name, data_dir, run_dir
+        self.seed, self.mcfg, self.tcfg, self.progress = seed, model_config, train_config, progress
+        _seed_everything(seed)
+        self.features, self.targets, schema = features_and_targets(data_dir)
+        columns = model_columns(schema, self.targets)
+        self.train_ds = split_dataset(data_dir, "train", columns)
+        self.valid_ds = split_dataset(data_dir, "valid", columns)
+        self.strategy = _strategy()
+        with self.strategy.scope():
+            self.model = build_model(model_name, self.features, model_config, self.targets)
+            self.model.optimizer = tf.keras.optimizers.Adam(
+                train_config.learning_rate, beta_1=0.9, beta_2=0.999, epsilon=1e-8)
+        self.step = tf.Variable(0, dtype=tf.int64, trainable=False)
+        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
+        self.step_in_epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
+        self.best_val = tf.Variable(np.inf, dtype=tf.float64, trainable=False)
+        self.bad_epochs = tf.Variable(0, dtype=tf.int64, trainable=False)
+        self.history: List[Dict] = []
+        self._train_step = tf.function(self._distributed_step, reduce_retracing=True)
+        self._test_step = tf.function(self.model.test_step, reduce_retracing=True)
+
+    def _distributed_step(self, x, y):
+        if self.strategy.num_replicas_in_sync == 1:
+            return self.model.train_step((x, y))["loss"]
+        out = self.strategy.run(self.model.train_step, args=((x, y),))  # pragma: no cover
+        return self.strategy.reduce("MEAN", out["loss"], axis=None)  # pragma: no cover
+
+    def _checkpoint(self):
+        import tensorflow as tf
+        ckpt = tf.train.Checkpoint(model=self.model, optimizer=self.model.optimizer,
+                                   step=self.step, epoch=self.epoch,
+                                   step_in_epoch=self.step_in_epoch, best_val=self.best_val,
+                                   bad_epochs=self.bad_epochs)
+        return ckpt, tf.train.CheckpointManager(ckpt, os.path.join(self.run_dir, "checkpoints"),
+                                                max_to_keep=2)
+
+    def _build(self):
+        """Run one batch through the model so that every variable exists before a restore."""
+        from models.data import batches
+        for x, _ in batches(self.valid_ds, 8, shuffle=False):
+            self.model(x)
+            break
+        self.model.optimizer.build(self.model.trainable_variables)
+
+    def fit(self, resume: bool = False) -> Dict:
+        """Train until the epochs run out, ``max_steps`` or early stopping; returns metrics."""
+        import tensorflow as tf
+        from tqdm import tqdm
+
+        from models.data import batches
+        os.makedirs(self.run_dir, exist_ok=True)
+        self._build()
+        ckpt, manager = self._checkpoint()
+        best = tf.train.Checkpoint(model=self.model)
+        best_prefix = os.path.join(self.run_dir, "best", "weights")
+        history_path = os.path.join(self.run_dir, "history.json")
+        if resume:
+            if manager.latest_checkpoint is None:
+                raise FileNotFoundError(f"{self.run_dir}: --resume given but no checkpoint found")
+            ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+            if os.path.exists(history_path):
+                self.history = json.load(open(history_path))
+        writer = tf.summary.create_file_writer(os.path.join(self.run_dir, "tensorboard"))
+        n_train = self.train_ds.num_rows
+        steps_per_epoch = -(-n_train // self.tcfg.batch_size)
+        t_start, seen = time.perf_counter(), 0
+        stop = False
+        while int(self.epoch) < self.tcfg.epochs and not stop:
+            epoch = int(self.epoch)
+            skip = int(self.step_in_epoch)
+            bar = tqdm(total=steps_per_epoch, initial=skip, desc=f"{self.model_name} epoch {epoch}",
+                       unit="step", disable=not self.progress, file=sys.stderr)
+            losses = []
+            for x, y in batches(self.train_ds, self.tcfg.batch_size, shuffle=True,
+                                seed=_epoch_seed(self.seed, epoch), skip=skip):
+                loss = float(self._train_step(x, y))
+                losses.append(loss)
+                seen += int(y["click"].shape[0])
+                self.step.assign_add(1)
+                self.step_in_epoch.assign_add(1)
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.4f}")
+                if int(self.step) % 10 == 0:
+                    with writer.as_default():
+                        tf.summary.scalar("train/loss", loss, step=int(self.step))
+                if int(self.step) % self.tcfg.checkpoint_every == 0:
+                    manager.save(checkpoint_number=int(self.step))
+                if self.tcfg.max_steps and int(self.step) >= self.tcfg.max_steps:
+                    stop = True
+                    break
+            bar.close()
+            if stop and int(self.step_in_epoch) < steps_per_epoch:
+                manager.save(checkpoint_number=int(self.step))
+                break
+            val_loss = self.evaluate_loss()
+            record = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else None,
+                      "val_loss": val_loss, "step": int(self.step)}
+            self.history.append(record)
+            with writer.as_default():
+                tf.summary.scalar("valid/loss", val_loss, step=int(self.step))
+            if val_loss < float(self.best_val):
+                self.best_val.assign(val_loss)
+                self.bad_epochs.assign(0)
+                best.write(best_prefix)
+            else:
+                self.bad_epochs.assign_add(1)
+            self.epoch.assign_add(1)
+            self.step_in_epoch.assign(0)
+            manager.save(checkpoint_number=int(self.step))
+            atomic_write_text(history_path, json.dumps(self.history, indent=2))
+            if int(self.bad_epochs) > self.tcfg.patience:
+                break
+        elapsed = time.perf_counter() - t_start
+        if os.path.exists(best_prefix + ".index"):
+            best.read(best_prefix).expect_partial()
+        return {"history": self.history, "steps": int(self.step),
+                "train_seconds": elapsed, "samples_per_second": seen / elapsed if elapsed else 0.0,
+                "best_val_loss": float(self.best_val)}
+
+    def evaluate_loss(self) -> float:
+        """Mean loss over the validation split."""
+        from models.data import batches
+        total, rows = 0.0, 0
+        for x, y in batches(self.valid_ds, self.tcfg.eval_batch_size, shuffle=False):
+            n = int(y["click"].shape[0])
+            total += float(self._test_step((x, y))["loss"]) * n
+            rows += n
+        return total / max(rows, 1)
+
+
+def train(model_name: str, data_dir: str, run_dir: str, seed: int, model_config=None,
+          train_config=None, resume: bool = False, progress: bool = True) -> Dict:
+    """Train, export and evaluate one model; returns the metrics written to ``metrics.json``."""
+    from models.config import ModelConfig, TrainConfig, configs_to_dict
+    from models.evaluate import evaluate_run_split
+    from models.export import export_saved_model
+
+    model_config = model_config or ModelConfig()
+    train_config = train_config or TrainConfig()
+    os.makedirs(run_dir, exist_ok=True)
+    config_path = os.path.join(run_dir, "config.json")
+    resolved = {"model": model_name, "seed": seed, "data": os.path.abspath(data_dir),
+                **configs_to_dict(model_config, train_config)}
+    if resume and os.path.exists(config_path):
+        previous = json.load(open(config_path))
+        if {k: previous.get(k) for k in resolved} != json.loads(json.dumps(resolved)):
+            raise ValueError(f"{config_path}: --resume with a different configuration than the "
+                             f"interrupted run; use a new --out")
+    trainer = Trainer(model_name, data_dir, run_dir, seed, model_config, train_config, progress)
+    resolved["features"] = [vars(f) for f in trainer.features]
+    resolved["targets"] = list(trainer.targets)
+    atomic_write_text(config_path, json.dumps(resolved, indent=2))
+    result = trainer.fit(resume=resume)
+    signature = export_saved_model(trainer.model, trainer.features,
+                                   os.path.join(run_dir, "saved_model"))
+    atomic_write_text(os.path.join(run_dir, "signature.json"), json.dumps(signature, indent=2))
+    result["test"] = evaluate_run_split(run_dir, data_dir, "test")
+    result["peak_rss_mb"] = peak_rss_mb()
+    atomic_write_text(os.path.join(run_dir, "metrics.json"), json.dumps(result, indent=2))
+    return result
+
+
+def quiet_tensorflow() -> None:
+    """Silence TensorFlow's C++ info logs and tracing chatter on the console."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import logging
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    import absl.logging
+    absl.logging.set_verbosity(absl.logging.ERROR)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """CLI entry point: ``python -m models.train``."""
+    quiet_tensorflow()
+    from models.config import MODEL_NAMES, load_configs
+    parser = argparse.ArgumentParser(prog="python -m models.train",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", required=True, choices=MODEL_NAMES)
+    parser.add_argument("--data", required=True, help="output directory of preprocessing.run")
+    parser.add_argument("--out", required=True, help="run directory")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--config", default=None, help="YAML with 'model:' and 'train:' keys")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from the last checkpoint in --out")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        mcfg, tcfg = load_configs(args.config)
+        result = train(args.model, args.data, args.out, args.seed, mcfg, tcfg, args.resume,
+                       progress=not args.no_progress)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    test = result["test"]
+    rows = [("run", os.path.abspath(args.out)), ("model", args.model), ("seed", args.seed),
+            ("steps", result["steps"]), ("best val loss", f"{result['best_val_loss']:.5f}"),
+            ("train samples/s", f"{result['samples_per_second']:,.0f}")]
+    for key in ("ctr_auc", "cvr_auc_clicked", "ctcvr_auc", "entire_space_cvr_auc",
+                "oracle_entire_space_cvr_auc", "field_rce_app"):
+        if key in test:
+            rows.append((f"test {key}", f"{test[key]:.4f}"))
+    print_table("models.train", rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,97 @@
+"""The baselines' outputs and losses, checked against the formulas by hand."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from models.baselines import MODELS, bce, build_model
+from models.config import ModelConfig
+from models.inputs import Feature
+
+FEATURES = [Feature("item_id", "categorical", 50), Feature("x", "continuous")]
+CFG = ModelConfig(embedding_dim=4, tower_units=(8,), mmoe_expert_units=(8,), mmoe_experts=2)
+
+
+def _batch(n=64, seed=0):
+    rng = np.random.default_rng(seed)
+    x = {"item_id": tf.constant(rng.integers(0, 50, n), tf.int64),
+         "x": tf.constant(rng.normal(size=n), tf.float32)}
+    click = rng.random(n) < 0.3
+    cart = click & (rng.random(n) < 0.5)
+    purchase = cart & (rng.random(n) < 0.5)
+    y = {k: tf.constant(v.astype(np.int32)) for k, v in
+         {"click": click, "cart": cart, "purchase": purchase}.items()}
+    return x, y
+
+
+def _np_bce(y, p):
+    p = np.clip(p, 1e-7, 1 - 1e-7)
+    return -(y * np.log(p) + (1 - y) * np.log(1 - p))
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_outputs_are_probabilities_and_pctcvr_is_their_product(name):
+    model = build_model(name, FEATURES, CFG, ("click", "cart", "purchase"))
+    x, _ = _batch()
+    out = {k: v.numpy() for k, v in model(x).items()}
+    for k in ("pctr", "pcvr", "pctcvr"):
+        assert out[k].shape == (64,) and ((out[k] > 0) & (out[k] < 1)).all()
+    assert np.allclose(out["pctcvr"], out["pctr"] * out["pcvr"])
+
+
+def test_esmm_loss_is_ctr_ce_plus_ctcvr_ce_over_all_impressions():
+    model = build_model("esmm", FEATURES, CFG, ("click", "purchase"))
+    x, y = _batch()
+    out = model(x)
+    p = {k: v.numpy() for k, v in out.items()}
+    click, purchase = y["click"].numpy(), y["purchase"].numpy()
+    expected = _np_bce(click, p["pctr"]).mean() + _np_bce(click * purchase, p["pctcvr"]).mean()
+    assert float(model.compute_loss(out, y)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_naive_cvr_loss_ignores_purchase_labels_of_unclicked_rows():
+    model = build_model("naive", FEATURES, CFG, ("click", "purchase"))
+    x, y = _batch()
+    out = model(x)
+    flipped = dict(y)
+    unclicked = y["click"].numpy() == 0
+    flipped["purchase"] = tf.constant(np.where(unclicked, 1, y["purchase"].numpy()), tf.int32)
+    assert float(model.compute_loss(out, y)) == pytest.approx(
+        float(model.compute_loss(out, flipped)), rel=1e-6)
+
+
+def test_escm2_adds_the_clipped_inverse_propensity_cvr_risk_to_esmm():
+    cfg = ModelConfig(embedding_dim=4, tower_units=(8,), ips_clip=0.2, ips_weight=0.5)
+    model = build_model("escm2_ips", FEATURES, cfg, ("click", "purchase"))
+    x, y = _batch()
+    out = model(x)
+    p = {k: v.numpy() for k, v in out.items()}
+    click, purchase = y["click"].numpy(), y["purchase"].numpy()
+    esmm = _np_bce(click, p["pctr"]).mean() + _np_bce(click * purchase, p["pctcvr"]).mean()
+    ips = (click / np.maximum(p["pctr"], 0.2) * _np_bce(purchase, p["pcvr"])).mean()
+    assert float(model.compute_loss(out, y)) == pytest.approx(esmm + 0.5 * ips, rel=1e-5)
+
+
+def test_mmoe_has_a_cart_head_only_when_cart_is_a_target():
+    x, _ = _batch()
+    assert "pcart" in build_model("mmoe", FEATURES, CFG, ("click", "cart", "purchase"))(x)
+    assert "pcart" not in build_model("mmoe", FEATURES, CFG, ("click", "purchase"))(x)
+
+
+def test_a_train_step_lowers_the_loss_on_a_fixed_batch():
+    model = build_model("esmm", FEATURES, CFG, ("click", "purchase"))
+    model.optimizer = tf.keras.optimizers.Adam(0.05)
+    x, y = _batch(512)
+    first = float(model.train_step((x, y))["loss"])
+    for _ in range(30):
+        last = float(model.train_step((x, y))["loss"])
+    assert last < first
+
+
+def test_unknown_model_name_is_rejected():
+    with pytest.raises(ValueError, match="'model' parameter"):
+        build_model("dcn", FEATURES, CFG, ("click", "purchase"))
+
+
+def test_bce_clips_probabilities():
+    assert np.isfinite(bce(tf.constant([1.0, 0.0]), tf.constant([0.0, 1.0])).numpy()).all()
