@@ -42,6 +42,9 @@ demo: $(VENV_DEP)
 	$(PY) -m preprocessing.generate --rows $(ROWS) --seed $(SEED) --out $(DEMO_DIR)/generated
 	$(PY) -m preprocessing.run --input $(DEMO_DIR)/generated --out $(DEMO_DIR)/processed
 	$(PY) -m preprocessing.summary --proc $(DEMO_DIR)/processed --plot $(DEMO_DIR)/dataset_summary.png
+	$(PY) -m models.train --model naive --data $(DEMO_DIR)/processed --out $(DEMO_DIR)/runs/naive --seed $(SEED) --config models/configs/demo.yaml
+	$(PY) -m models.train --model esmm --data $(DEMO_DIR)/processed --out $(DEMO_DIR)/runs/esmm --seed $(SEED) --config models/configs/demo.yaml
+	$(PY) -m models.evaluate --runs $(DEMO_DIR)/runs/naive $(DEMO_DIR)/runs/esmm --data $(DEMO_DIR)/processed --out $(DEMO_DIR)/report
 
 test: $(VENV_DEP)
 	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
 from typing import Dict, List, Optional
@@ -215,6 +216,12 @@ def train(model_name: str, data_dir: str, run_dir: str, seed: int, model_config=
     config_path = os.path.join(run_dir, "config.json")
     resolved = {"model": model_name, "seed": seed, "data": os.path.abspath(data_dir),
                 **configs_to_dict(model_config, train_config)}
+    if not resume:  # a fresh run never continues from an older run's checkpoints
+        for stale in ("checkpoints", "best"):
+            shutil.rmtree(os.path.join(run_dir, stale), ignore_errors=True)
+        for stale in ("history.json", "metrics.json"):
+            if os.path.exists(os.path.join(run_dir, stale)):
+                os.remove(os.path.join(run_dir, stale))
     if resume and os.path.exists(config_path):
         previous = json.load(open(config_path))
         if {k: previous.get(k) for k in resolved} != json.loads(json.dumps(resolved)):
