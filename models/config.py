@@ -12,12 +12,9 @@ from typing import Any, Dict, Optional, Tuple
 
 import yaml
 
+from preprocessing.params import check_param
+
 MODEL_NAMES = ("naive", "esmm", "escm2_ips", "mmoe")
-
-
-def _check(cond: bool, name: str, rule: str, value: Any) -> None:
-    if not cond:
-        raise ValueError(f"The '{name}' parameter must be {rule}. Got {value!r} instead.")
 
 
 @dataclass(frozen=True)
@@ -52,18 +49,18 @@ class ModelConfig:
     def __post_init__(self):
         object.__setattr__(self, "tower_units", tuple(self.tower_units))
         object.__setattr__(self, "mmoe_expert_units", tuple(self.mmoe_expert_units))
-        _check(1 <= self.embedding_dim <= 1024, "embedding_dim", "in [1, 1024]",
+        check_param(1 <= self.embedding_dim <= 1024, "embedding_dim", "in [1, 1024]",
                self.embedding_dim)
-        _check(self.max_embedding_rows >= 0, "max_embedding_rows", ">= 0",
+        check_param(self.max_embedding_rows >= 0, "max_embedding_rows", ">= 0",
                self.max_embedding_rows)
-        _check(len(self.tower_units) >= 1 and all(u >= 1 for u in self.tower_units),
+        check_param(len(self.tower_units) >= 1 and all(u >= 1 for u in self.tower_units),
                "tower_units", "a non-empty list of positive ints", self.tower_units)
-        _check(0.0 <= self.dropout < 1.0, "dropout", "in [0, 1)", self.dropout)
-        _check(self.l2 >= 0, "l2", ">= 0", self.l2)
-        _check(self.mmoe_experts >= 1, "mmoe_experts", ">= 1", self.mmoe_experts)
-        _check(0.0 < self.ips_clip <= 1.0, "ips_clip", "in (0, 1]", self.ips_clip)
-        _check(self.ips_weight >= 0, "ips_weight", ">= 0", self.ips_weight)
-        _check(self.ctcvr_weight > 0, "ctcvr_weight", "> 0", self.ctcvr_weight)
+        check_param(0.0 <= self.dropout < 1.0, "dropout", "in [0, 1)", self.dropout)
+        check_param(self.l2 >= 0, "l2", ">= 0", self.l2)
+        check_param(self.mmoe_experts >= 1, "mmoe_experts", ">= 1", self.mmoe_experts)
+        check_param(0.0 < self.ips_clip <= 1.0, "ips_clip", "in (0, 1]", self.ips_clip)
+        check_param(self.ips_weight >= 0, "ips_weight", ">= 0", self.ips_weight)
+        check_param(self.ctcvr_weight > 0, "ctcvr_weight", "> 0", self.ctcvr_weight)
 
 
 @dataclass(frozen=True)
@@ -89,13 +86,13 @@ class TrainConfig:
     eval_batch_size: int = 16384
 
     def __post_init__(self):
-        _check(self.batch_size >= 1, "batch_size", ">= 1", self.batch_size)
-        _check(self.epochs >= 1, "epochs", ">= 1", self.epochs)
-        _check(self.learning_rate > 0, "learning_rate", "> 0", self.learning_rate)
-        _check(self.patience >= 0, "patience", ">= 0", self.patience)
-        _check(self.checkpoint_every >= 1, "checkpoint_every", ">= 1", self.checkpoint_every)
-        _check(self.max_steps >= 0, "max_steps", ">= 0", self.max_steps)
-        _check(self.eval_batch_size >= 1, "eval_batch_size", ">= 1", self.eval_batch_size)
+        check_param(self.batch_size >= 1, "batch_size", ">= 1", self.batch_size)
+        check_param(self.epochs >= 1, "epochs", ">= 1", self.epochs)
+        check_param(self.learning_rate > 0, "learning_rate", "> 0", self.learning_rate)
+        check_param(self.patience >= 0, "patience", ">= 0", self.patience)
+        check_param(self.checkpoint_every >= 1, "checkpoint_every", ">= 1", self.checkpoint_every)
+        check_param(self.max_steps >= 0, "max_steps", ">= 0", self.max_steps)
+        check_param(self.eval_batch_size >= 1, "eval_batch_size", ">= 1", self.eval_batch_size)
 
 
 def _from_dict(cls, raw: Optional[Dict[str, Any]], where: str):

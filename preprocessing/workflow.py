@@ -24,13 +24,9 @@ import yaml
 
 from preprocessing import columns as C
 from preprocessing import merlin_patches
+from preprocessing.params import check_param
 
 SPLIT_TAG = "time_split"
-
-
-def _check(cond: bool, name: str, rule: str, value) -> None:
-    if not cond:
-        raise ValueError(f"The '{name}' parameter must be {rule}. Got {value!r} instead.")
 
 
 @dataclass(frozen=True)
@@ -56,10 +52,10 @@ class WorkflowConfig:
 
     def __post_init__(self):
         object.__setattr__(self, "tail_hashed", tuple(self.tail_hashed))
-        _check(self.freq_threshold >= 1, "freq_threshold", ">= 1", self.freq_threshold)
-        _check(self.tail_buckets >= 1, "tail_buckets", ">= 1", self.tail_buckets)
-        _check(self.valid_days >= 1, "valid_days", ">= 1", self.valid_days)
-        _check(self.test_days >= 1, "test_days", ">= 1", self.test_days)
+        check_param(self.freq_threshold >= 1, "freq_threshold", ">= 1", self.freq_threshold)
+        check_param(self.tail_buckets >= 1, "tail_buckets", ">= 1", self.tail_buckets)
+        check_param(self.valid_days >= 1, "valid_days", ">= 1", self.valid_days)
+        check_param(self.test_days >= 1, "test_days", ">= 1", self.test_days)
 
     def to_dict(self) -> dict:
         """Plain-data form, written next to the output."""

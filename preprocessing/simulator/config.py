@@ -12,13 +12,10 @@ from typing import Any, Dict, Tuple
 
 import yaml
 
+from preprocessing.params import check_param
+
 MAX_USERS = 10_000_000
 MAX_ITEMS = 1_000_000
-
-
-def _check(cond: bool, name: str, rule: str, value: Any) -> None:
-    if not cond:
-        raise ValueError(f"The '{name}' parameter must be {rule}. Got {value!r} instead.")
 
 
 @dataclass(frozen=True)
@@ -45,10 +42,10 @@ class MediaApp:
     max_slot: int = 10
 
     def __post_init__(self):
-        _check(self.share > 0, "share", "> 0", self.share)
-        _check(0 <= self.clickbait_mix <= 1, "clickbait_mix", "in [0, 1]", self.clickbait_mix)
-        _check(0 <= self.targeting <= 1, "targeting", "in [0, 1]", self.targeting)
-        _check(1 <= self.max_slot <= 50, "max_slot", "in [1, 50]", self.max_slot)
+        check_param(self.share > 0, "share", "> 0", self.share)
+        check_param(0 <= self.clickbait_mix <= 1, "clickbait_mix", "in [0, 1]", self.clickbait_mix)
+        check_param(0 <= self.targeting <= 1, "targeting", "in [0, 1]", self.targeting)
+        check_param(1 <= self.max_slot <= 50, "max_slot", "in [1, 50]", self.max_slot)
 
 
 def _default_apps() -> Tuple[MediaApp, ...]:
@@ -82,10 +79,10 @@ class FunnelRates:
     purchase_given_click: float = 0.02
 
     def __post_init__(self):
-        _check(0 < self.ctr < 0.5, "ctr", "in (0, 0.5)", self.ctr)
-        _check(0 < self.cart_given_click < 0.9, "cart_given_click", "in (0, 0.9)",
+        check_param(0 < self.ctr < 0.5, "ctr", "in (0, 0.5)", self.ctr)
+        check_param(0 < self.cart_given_click < 0.9, "cart_given_click", "in (0, 0.9)",
                self.cart_given_click)
-        _check(0 < self.purchase_given_click < self.cart_given_click, "purchase_given_click",
+        check_param(0 < self.purchase_given_click < self.cart_given_click, "purchase_given_click",
                f"in (0, cart_given_click={self.cart_given_click})", self.purchase_given_click)
 
 
@@ -118,7 +115,7 @@ class Effects:
     category_conv_sd: float = 0.5
 
     def __post_init__(self):
-        _check(self.category_conv_sd >= 0, "category_conv_sd", ">= 0", self.category_conv_sd)
+        check_param(self.category_conv_sd >= 0, "category_conv_sd", ">= 0", self.category_conv_sd)
 
 
 @dataclass(frozen=True)
@@ -136,9 +133,9 @@ class MediaSignal:
     interest_accuracy: float = 0.6
 
     def __post_init__(self):
-        _check(self.shopping_noise >= 0, "shopping_noise", ">= 0", self.shopping_noise)
-        _check(self.ad_click_noise >= 0, "ad_click_noise", ">= 0", self.ad_click_noise)
-        _check(0 <= self.interest_accuracy <= 1, "interest_accuracy", "in [0, 1]",
+        check_param(self.shopping_noise >= 0, "shopping_noise", ">= 0", self.shopping_noise)
+        check_param(self.ad_click_noise >= 0, "ad_click_noise", ">= 0", self.ad_click_noise)
+        check_param(0 <= self.interest_accuracy <= 1, "interest_accuracy", "in [0, 1]",
                self.interest_accuracy)
 
 
@@ -176,24 +173,24 @@ class GeneratorConfig:
     media: MediaSignal = field(default_factory=MediaSignal)
 
     def __post_init__(self):
-        _check(1 <= self.n_users <= MAX_USERS, "n_users", f"in [1, {MAX_USERS}]", self.n_users)
-        _check(1 <= self.n_items <= MAX_ITEMS, "n_items", f"in [1, {MAX_ITEMS}]", self.n_items)
-        _check(2 <= self.n_categories <= 10_000, "n_categories", "in [2, 10000]",
+        check_param(1 <= self.n_users <= MAX_USERS, "n_users", f"in [1, {MAX_USERS}]", self.n_users)
+        check_param(1 <= self.n_items <= MAX_ITEMS, "n_items", f"in [1, {MAX_ITEMS}]", self.n_items)
+        check_param(2 <= self.n_categories <= 10_000, "n_categories", "in [2, 10000]",
                self.n_categories)
-        _check(self.n_categories <= self.n_items, "n_categories", f"<= n_items={self.n_items}",
+        check_param(self.n_categories <= self.n_items, "n_categories", f"<= n_items={self.n_items}",
                self.n_categories)
-        _check(self.n_shops >= 1, "n_shops", ">= 1", self.n_shops)
-        _check(self.n_brands >= 1, "n_brands", ">= 1", self.n_brands)
+        check_param(self.n_shops >= 1, "n_shops", ">= 1", self.n_shops)
+        check_param(self.n_brands >= 1, "n_brands", ">= 1", self.n_brands)
         for name in ("user_zipf", "item_zipf"):
             v = getattr(self, name)
-            _check(v > 0 and abs(v - 1.0) > 1e-6, name, "> 0 and != 1", v)
-        _check(1 <= self.days <= 366, "days", "in [1, 366]", self.days)
-        _check(1024 <= self.rows_per_block <= 4_194_304, "rows_per_block",
+            check_param(v > 0 and abs(v - 1.0) > 1e-6, name, "> 0 and != 1", v)
+        check_param(1 <= self.days <= 366, "days", "in [1, 366]", self.days)
+        check_param(1024 <= self.rows_per_block <= 4_194_304, "rows_per_block",
                "in [1024, 4194304]", self.rows_per_block)
-        _check(self.pilot_rows >= 10_000, "pilot_rows", ">= 10000", self.pilot_rows)
-        _check(len(self.apps) >= 4, "apps", "a list of at least 4 media apps", len(self.apps))
+        check_param(self.pilot_rows >= 10_000, "pilot_rows", ">= 10000", self.pilot_rows)
+        check_param(len(self.apps) >= 4, "apps", "a list of at least 4 media apps", len(self.apps))
         names = [a.name for a in self.apps]
-        _check(len(set(names)) == len(names), "apps", "uniquely named", names)
+        check_param(len(set(names)) == len(names), "apps", "uniquely named", names)
 
     def to_dict(self) -> Dict[str, Any]:
         """The resolved configuration as plain data (written next to the output)."""
