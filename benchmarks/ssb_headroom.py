@@ -4,12 +4,14 @@ Usage::
 
     python -m benchmarks.ssb_headroom --data GEN_DIR
 
-On a generated dataset (``preprocessing.generate``), fits two scikit-learn logistic regressions
-on the same one-hot / log features: one on clicked rows with the observed purchase label (what a
-naive CVR model sees), one on all impressions with ``purchase_counterfactual`` (no selection
-bias, and every impression's would-be conversion as label). Both are scored on the last day
-against ``purchase_counterfactual`` (entire-space CVR AUC) and by PCOC. The gap between them
-bounds what debiasing can win with these features; it is a simulator diagnostic, not a model.
+On a generated dataset (``preprocessing.generate``), fits three scikit-learn logistic
+regressions on the same one-hot / log features: on clicked rows with the observed purchase
+label (what a naive CVR model sees); on a random subset of impressions of the same size with
+``purchase_counterfactual`` (no selection bias, same sample size); and on all impressions with
+``purchase_counterfactual`` (no bias, every impression labelled). All are scored on the last
+day against ``purchase_counterfactual`` (entire-space CVR AUC) and by PCOC. clicked_only vs
+random_same_size isolates the selection bias; random_same_size vs ssb_free is the gain from
+more labelled rows. A simulator diagnostic, not a model.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ CONTINUOUS = ["item_price", "media_watch_minutes", "media_shopping_minutes",
 
 
 def headroom(data_dir: str) -> dict:
-    """ES-CVR AUC and PCOC of a clicked-only and an SSB-free logistic regression."""
+    """ES-CVR AUC and PCOC of the clicked-only, same-size random and SSB-free fits."""
     from scipy.sparse import csr_matrix, hstack
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
@@ -54,9 +56,15 @@ def headroom(data_dir: str) -> dict:
 
     x_train, x_test = design(train), design(test)
     clicked = train["click"].to_numpy() == 1
+    # A random subset of impressions as large as the clicked set: no selection bias, but the
+    # same sample size, so that the gap to "clicked_only" is the bias alone.
+    rng = np.random.default_rng(0)
+    random_rows = rng.choice(len(train), size=int(clicked.sum()), replace=False)
     fits = {
         "clicked_only": LogisticRegression(max_iter=400).fit(x_train[clicked],
                                                              train["purchase"][clicked]),
+        "random_same_size": LogisticRegression(max_iter=400).fit(
+            x_train[random_rows], train["purchase_counterfactual"].to_numpy()[random_rows]),
         "ssb_free": LogisticRegression(max_iter=400).fit(x_train,
                                                          train["purchase_counterfactual"]),
     }

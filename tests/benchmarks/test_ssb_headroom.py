@@ -5,9 +5,9 @@ import pytest
 from benchmarks.ssb_headroom import headroom, main
 
 
-def test_headroom_reports_auc_and_pcoc_of_both_fits(small_generated):
+def test_headroom_reports_auc_and_pcoc_of_all_three_fits(small_generated):
     out = headroom(small_generated)
-    for name in ("clicked_only", "ssb_free"):
+    for name in ("clicked_only", "random_same_size", "ssb_free"):
         assert 0.5 < out[f"{name}_entire_space_cvr_auc"] < 1.0
         assert out[f"{name}_pcoc"] > 0
     assert out["train_counterfactual_purchases"] > out["train_clicked_purchases"]
