@@ -1,0 +1,27 @@
+"""A short run of the training benchmark on the small processed dataset (no Merlin peer)."""
+
+import json
+import os
+
+from benchmarks.train_bench import main
+
+
+def test_train_bench_writes_positive_throughputs(small_processed, tmp_path):
+    out = str(tmp_path / "results")
+    rc = main(["--data", small_processed, "--steps", "3", "--batch-size", "512",
+               "--models", "esmm", "naive", "--out", out, "--no-peer", "--no-progress"])
+    assert rc == 0
+    files = [f for f in os.listdir(out) if f.startswith("training_") and f.endswith(".json")]
+    assert len(files) == 1
+    doc = json.load(open(os.path.join(out, files[0])))
+    assert doc["batch_size"] == 512 and doc["steps"] == 3
+    assert doc["data_rows"]["train"] > 0
+    assert doc["loader"]["rows_per_second"] > 0
+    for name in ("esmm", "naive"):
+        r = doc["models"][name]
+        assert r["samples_per_second"] > 0
+        assert r["step_only_samples_per_second"] > 0
+        assert r["steps_timed"] == 3
+    assert doc["ratios_to_esmm"]["esmm"]["samples_per_second"] == 1.0
+    assert "peer" not in doc
+    assert "tensorflow" in doc["versions"] and "merlin-models" in doc["versions"]
