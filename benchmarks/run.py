@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
-import importlib.metadata as md
 import json
 import os
 import platform
@@ -41,7 +40,7 @@ import time
 from typing import Dict, List, Optional, Tuple
 
 from preprocessing.atomic import atomic_write_text
-from preprocessing.report import markdown_table, print_table
+from preprocessing.report import markdown_table, package_versions, print_table
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_OUT = os.path.join("benchmarks", "results")
@@ -113,13 +112,7 @@ def machine_info() -> Dict[str, object]:
 
 def versions() -> Dict[str, str]:
     """Python and package versions, read from the installed metadata (nothing is imported)."""
-    out = {"python": platform.python_version()}
-    for pkg in PACKAGES:
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            out[pkg] = "not installed"
-    return out
+    return package_versions(PACKAGES, missing="not installed")
 
 
 def run_child(args: List[str], log_path: str) -> Tuple[float, float]:

@@ -18,7 +18,7 @@ import json
 import os
 import sys
 from collections import defaultdict
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import pandas as pd
@@ -66,10 +66,13 @@ def split_context(data_dir: str, split: str) -> pd.DataFrame:
     return read_split(os.path.join(data_dir, split), [c for c in CONTEXT_COLUMNS if c in have])
 
 
-def evaluate_run_split(run_dir: str, data_dir: str, split: str = "test") -> Dict:
-    """Metrics of one run on one split; also writes ``RUN_DIR/predictions_<split>.parquet``."""
+def score_run_split(run_dir: str, data_dir: str, split: str,
+                    context: Optional[pd.DataFrame] = None) -> Tuple[Dict, pd.DataFrame]:
+    """Metrics and predictions of one run on one split (``context`` is read when not given);
+    also writes ``RUN_DIR/predictions_<split>.parquet``."""
     preds = predict_split(os.path.join(run_dir, "saved_model"), data_dir, split)
-    context = split_context(data_dir, split)
+    if context is None:
+        context = split_context(data_dir, split)
     if len(preds) != len(context) or not np.array_equal(preds["_click"].to_numpy(),
                                                          context[C.CLICK].to_numpy()):
         raise RuntimeError(f"{run_dir}: predictions and {split} rows are not aligned")
@@ -80,7 +83,12 @@ def evaluate_run_split(run_dir: str, data_dir: str, split: str = "test") -> Dict
     tmp = path + ".partial"
     out.to_parquet(tmp, index=False)
     os.replace(tmp, path)
-    return M.evaluate_predictions(frame)
+    return M.evaluate_predictions(frame), out
+
+
+def evaluate_run_split(run_dir: str, data_dir: str, split: str = "test") -> Dict:
+    """Metrics of one run on one split; also writes ``RUN_DIR/predictions_<split>.parquet``."""
+    return score_run_split(run_dir, data_dir, split)[0]
 
 
 def aggregate(per_run: List[Dict]) -> Dict[str, Dict[str, Dict]]:
@@ -156,11 +164,10 @@ def evaluate_runs(run_dirs: List[str], data_dir: str, out: str, split: str = "te
         if not os.path.exists(cfg_path):
             raise FileNotFoundError(f"{run_dir}: not a run directory (no config.json)")
         cfg = json.load(open(cfg_path))
-        metrics = evaluate_run_split(run_dir, data_dir, split)
+        metrics, preds = score_run_split(run_dir, data_dir, split, context)
         per_run.append({"run": os.path.abspath(run_dir), "model": cfg["model"],
                         "seed": cfg["seed"], "metrics": metrics})
-        pcvr = pd.read_parquet(os.path.join(run_dir, f"predictions_{split}.parquet"),
-                               columns=["pcvr"])["pcvr"].to_numpy()
+        pcvr = preds["pcvr"].to_numpy()
         pooled[cfg["model"]][0].append(context[C.PURCHASE].to_numpy()[clicked])
         pooled[cfg["model"]][1].append(pcvr[clicked])
     report = aggregate(per_run)

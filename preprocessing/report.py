@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.metadata as md
+import platform
 import resource
 import sys
-from typing import Iterable, Sequence, Tuple
+from typing import Dict, Iterable, Optional, Sequence, Tuple
 
 
 def peak_rss_mb() -> float:
@@ -43,3 +45,18 @@ def markdown_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> s
     out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
     return "\n".join(out)
+
+
+def package_versions(packages: Sequence[str], missing: Optional[str] = None) -> Dict[str, str]:
+    """Python's and the packages' versions from installed metadata (nothing is imported).
+
+    A package that is not installed maps to ``missing``, or is left out when that is None.
+    """
+    out = {"python": platform.python_version()}
+    for pkg in packages:
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            if missing is not None:
+                out[pkg] = missing
+    return out

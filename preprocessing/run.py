@@ -39,8 +39,9 @@ import pyarrow.parquet as pq
 
 from preprocessing import columns as C
 from preprocessing.atomic import atomic_output_dir
-from preprocessing.report import peak_rss_mb, print_table
-from preprocessing.validate import InputValidationError, list_parquet_files, validate_dataset
+from preprocessing.report import package_versions, peak_rss_mb, print_table
+from preprocessing.validate import (InputValidationError, funnel_rules, list_parquet_files,
+                                    validate_dataset)
 from preprocessing.workflow import WorkflowConfig, build_workflow, load_workflow_config
 
 SPLITS = ("train", "valid", "test")
@@ -117,11 +118,9 @@ def _dataset(files: List[str], spec: C.DatasetSpec, drop_violations: bool, part_
     import dask.dataframe as dd
     ddf = dd.read_parquet(files)
     keep = None
-    pairs = [(C.PURCHASE, C.CLICK), (C.CART, C.CLICK), (C.PURCHASE, C.CART)]
-    for later, earlier in pairs:
-        if later in spec.targets and earlier in spec.targets:
-            ok = ~((ddf[later] == 1) & (ddf[earlier] == 0))
-            keep = ok if keep is None else keep & ok
+    for later, earlier in funnel_rules(spec.targets):
+        ok = ~((ddf[later] == 1) & (ddf[earlier] == 0))
+        keep = ok if keep is None else keep & ok
     return Dataset(ddf[keep], cpu=cpu)
 
 
@@ -181,7 +180,8 @@ def run(input_dir: str, out: str, config: Optional[WorkflowConfig] = None, worke
             "rows_per_second": total_in / elapsed,
             "peak_rss_mb": peak_rss_mb(),
             "config": config.to_dict(),
-            "versions": _versions(),
+            "versions": package_versions(("nvtabular", "merlin-core", "pandas", "dask",
+                                          "pyarrow", "numpy")),
         }
         with open(os.path.join(staging, "manifest.json"), "w") as fh:
             json.dump(manifest, fh, indent=2)
@@ -195,15 +195,6 @@ def _tag_values(col) -> set:
 def _count_rows(directory: str) -> int:
     return sum(pq.ParquetFile(os.path.join(directory, f)).metadata.num_rows
                for f in os.listdir(directory) if f.endswith(".parquet"))
-
-
-def _versions() -> Dict[str, str]:
-    import importlib.metadata as md
-    out = {"python": sys.version.split()[0]}
-    for pkg in ("nvtabular", "merlin-core", "pandas", "dask", "pyarrow", "numpy"):
-        with contextlib.suppress(md.PackageNotFoundError):
-            out[pkg] = md.version(pkg)
-    return out
 
 
 @contextlib.contextmanager

@@ -25,6 +25,14 @@ from preprocessing import columns as C
 FUNNEL_POLICIES = ("error", "drop")
 
 
+def funnel_rules(targets: Sequence[str]) -> List[Tuple[str, str]]:
+    """(later, earlier) stage pairs that must hold ``later = 1 implies earlier = 1``, for the
+    stages present in ``targets``."""
+    pairs = [(C.PURCHASE, C.CLICK), (C.CART, C.CLICK), (C.PURCHASE, C.CART)]
+    return [(later, earlier) for later, earlier in pairs
+            if later in targets and earlier in targets]
+
+
 class InputValidationError(ValueError):
     """A bad input: the message names the file, the column and the number of rows."""
 
@@ -125,12 +133,10 @@ def funnel_violations(labels: pd.DataFrame, targets: Sequence[str]
     """Rows where a later funnel stage is 1 while an earlier one is 0, with counts per rule."""
     mask = np.zeros(len(labels), dtype=bool)
     counts: Dict[str, int] = {}
-    pairs = [(C.PURCHASE, C.CLICK), (C.CART, C.CLICK), (C.PURCHASE, C.CART)]
-    for later, earlier in pairs:
-        if later in targets and earlier in targets:
-            bad = (labels[later].to_numpy() == 1) & (labels[earlier].to_numpy() == 0)
-            counts[f"{later}_without_{earlier}"] = int(bad.sum())
-            mask |= bad
+    for later, earlier in funnel_rules(targets):
+        bad = (labels[later].to_numpy() == 1) & (labels[earlier].to_numpy() == 0)
+        counts[f"{later}_without_{earlier}"] = int(bad.sum())
+        mask |= bad
     counts["rows"] = int(mask.sum())
     return mask, counts
 
