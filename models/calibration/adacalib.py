@@ -1,0 +1,319 @@
+"""AdaCalib: posterior-guided, field-adaptive calibration (Wei et al., SIGIR 2022).
+
+One monotone piecewise-linear calibration function per value of a field (media app, category),
+plus a global one for values that the calibration split did not have enough of (or at all).
+Design (``/work/shared/reference/algorithms.md``, section AdaCalib; the choices are ours):
+
+1. **Adaptive buckets.** For each group ``g`` (a field value, or the global group of all rows)
+   the rows are sorted by the base logit ``x = logit(p)`` and cut into ``K_g`` equal-frequency
+   buckets. ``K_g`` is the largest of ``bucket_candidates`` with at least
+   ``min_positives_per_bucket`` positives per bucket on average, so that every bucket's
+   posterior is reliable. A value with too few positives for the smallest candidate has no
+   function of its own and uses the global one (so does an unseen value).
+2. **Posterior statistics.** Per bucket: rows, positives, mean base probability, and the
+   posterior rate ``(pos + m mean_p) / (n + m)`` (``m = prior_strength`` pseudo-rows).
+3. **Key points from an MLP.** An MLP maps [bucket statistics, group embedding] to an offset
+   ``o`` and a raw increment ``u`` per bucket. Key points (logits) at the bucket boundaries
+   ``x_0 < ... < x_K``: ``c_0 = x_0 + o_1`` and
+   ``c_k = c_{k-1} + (x_k - x_{k-1}) * softplus(u_k + log(e - 1))``: non-negative increments,
+   so ``c`` is non-decreasing; with a zero last layer the function starts as the identity.
+   The calibrated logit is the linear interpolation of the key points inside the bucket
+   (constant beyond ``x_0`` and ``x_K``).
+4. **Training.** Cross-entropy on the calibration split, of the row's own value function (when
+   it has one) and of the global function (always), full-batch Adam. The calibrated logit is
+   linear in the position ``t`` inside a bucket, so rows are aggregated per bucket into
+   ``T_BINS`` sub-bins of ``t`` (count, positives, mean ``t``) and the loss is evaluated on
+   those: a step costs the same for 10k or 10M rows (the cross-entropy at the sub-bin's mean
+   ``t``, a first-order approximation over a 1/32-bucket-wide bin). ``max_fit_rows`` can
+   subsample the rows; the bucket statistics always use every row.
+5. **Several fields** (our choice): the fields are chained in the given order: the first
+   field's calibrated output is the second field's input, and so on. Each step is monotone,
+   so the composition is monotone; each later field corrects what the earlier ones left
+   (one backfitting pass), and an unseen value at any step uses that step's global function.
+
+Once trained, the key points are fixed: the export is one ``per_value`` stage per field
+(knots in logit space per value, global fallback), evaluated with numpy only.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Dict, List, Tuple
+
+import numpy as np
+
+from models.calibration.artifact import ArtifactCalibrator, _floats, logit, sigmoid
+from models.calibration.base import Calibrator
+from models.calibration.neucalib import subsample
+from preprocessing.params import check_param
+
+_SOFTPLUS_ONE = math.log(math.e - 1.0)          # softplus(_SOFTPLUS_ONE) == 1
+N_FEATURES = 9
+#: Sub-bins of the position t inside a bucket over which training rows are aggregated.
+T_BINS = 32
+
+
+@dataclass(frozen=True)
+class AdaCalibConfig:
+    """AdaCalib.
+
+    Args:
+        bucket_candidates: the bucket counts ``K`` a group may get (increasing).
+        min_positives_per_bucket: average positives per bucket that ``K`` must allow.
+        prior_strength: pseudo-rows pulling a bucket's posterior toward its mean prediction.
+        hidden_units: MLP hidden layers.
+        embedding_dim: width of the group (field value) embedding.
+        steps: full-batch Adam steps.
+        learning_rate: Adam learning rate.
+        l2: L2 penalty on the MLP weights and embeddings.
+        max_fit_rows: train the MLP on at most this many rows (0 = all); statistics use all.
+        seed: seed of the subsample and of the initialisation.
+    """
+
+    bucket_candidates: Tuple[int, ...] = (2, 4, 8, 16, 32)
+    min_positives_per_bucket: int = 10
+    prior_strength: float = 10.0
+    hidden_units: Tuple[int, ...] = (32, 16)
+    embedding_dim: int = 4
+    steps: int = 300
+    learning_rate: float = 0.01
+    l2: float = 1e-4
+    max_fit_rows: int = 0
+    seed: int = 0
+
+    def __post_init__(self):
+        object.__setattr__(self, "bucket_candidates", tuple(self.bucket_candidates))
+        object.__setattr__(self, "hidden_units", tuple(self.hidden_units))
+        bc = self.bucket_candidates
+        check_param(len(bc) >= 1 and all(isinstance(k, int) and k >= 1 for k in bc)
+                    and list(bc) == sorted(set(bc)), "bucket_candidates",
+                    "a non-empty increasing list of ints >= 1", bc)
+        check_param(self.min_positives_per_bucket >= 1, "min_positives_per_bucket", ">= 1",
+                    self.min_positives_per_bucket)
+        check_param(self.prior_strength >= 0, "prior_strength", ">= 0", self.prior_strength)
+        check_param(all(u >= 1 for u in self.hidden_units), "hidden_units",
+                    "a list of positive ints", self.hidden_units)
+        check_param(self.embedding_dim >= 0, "embedding_dim", ">= 0", self.embedding_dim)
+        check_param(self.steps >= 0, "steps", ">= 0", self.steps)
+        check_param(self.learning_rate > 0, "learning_rate", "> 0", self.learning_rate)
+        check_param(self.l2 >= 0, "l2", ">= 0", self.l2)
+        check_param(self.max_fit_rows >= 0, "max_fit_rows", ">= 0", self.max_fit_rows)
+
+
+def choose_buckets(n_pos: float, candidates: Tuple[int, ...], min_pos: int) -> int:
+    """The largest candidate ``K`` with ``n_pos / K >= min_pos``; 0 when none qualifies."""
+    ok = [k for k in candidates if n_pos / k >= min_pos]
+    return max(ok) if ok else 0
+
+
+@dataclass
+class _Group:
+    """One calibration function's buckets and statistics (numpy, before the MLP)."""
+
+    value: Any                   # field value, or None for the global group
+    knots: np.ndarray            # K + 1 strictly increasing boundaries (base logits)
+    feats: np.ndarray            # (K, N_FEATURES) bucket statistics
+    rows: np.ndarray             # row indices of the group (into the fit rows)
+
+
+def _group_buckets(x: np.ndarray, y: np.ndarray, rows: np.ndarray, k: int, value: Any,
+                   cfg: AdaCalibConfig, is_global: bool) -> _Group:
+    """Equal-frequency buckets of ``x[rows]`` (already sorted by x) and their statistics."""
+    xs = x[rows]
+    n = len(xs)
+    pos_idx = np.round(np.linspace(0, n - 1, k + 1)).astype(np.int64)
+    knots = np.unique(xs[pos_idx])
+    if len(knots) < 2:                            # all predictions equal: a flat bucket
+        knots = np.array([knots[0] - 1e-3, knots[0] + 1e-3])
+    kk = len(knots) - 1
+    seg = np.clip(np.searchsorted(knots, xs, side="right") - 1, 0, kk - 1)
+    cnt = np.bincount(seg, minlength=kk).astype(float)
+    pos = np.bincount(seg, weights=y[rows], minlength=kk)
+    mp = np.bincount(seg, weights=sigmoid(xs), minlength=kk) / np.maximum(cnt, 1)
+    m = cfg.prior_strength
+    post = np.clip((pos + m * mp) / np.maximum(cnt + m, 1e-12), 1e-6, 1 - 1e-6)
+    r = logit(post)
+    mx = logit(np.clip(mp, 1e-6, 1 - 1e-6))
+    feats = np.stack([
+        np.diff(knots),                           # bucket width in logits
+        r - mx,                                   # posterior minus prediction (miscalibration)
+        r / 5.0,                                  # posterior logit
+        knots[:-1] / 5.0, knots[1:] / 5.0,        # bucket boundaries
+        np.log1p(cnt) / 10.0, np.log1p(pos) / 5.0,
+        np.full(kk, kk / 32.0),
+        np.full(kk, 1.0 if is_global else 0.0),
+    ], axis=1)
+    return _Group(value=value, knots=knots, feats=feats, rows=rows)
+
+
+def _build_groups(x: np.ndarray, y: np.ndarray, col: np.ndarray,
+                  cfg: AdaCalibConfig) -> Tuple[_Group, List[_Group]]:
+    """The global group and one group per field value with enough positives."""
+    order = np.argsort(x, kind="stable")
+    n_pos = float(y.sum())
+    k_glob = max(choose_buckets(n_pos, cfg.bucket_candidates, cfg.min_positives_per_bucket), 1)
+    glob = _group_buckets(x, y, order, k_glob, None, cfg, True)
+    vals, code = np.unique(col[order], return_inverse=True)
+    code = code.reshape(-1)
+    by_value = np.argsort(code, kind="stable")    # grouped by value, sorted by x inside
+    counts = np.bincount(code, minlength=len(vals))
+    pos_by = np.bincount(code, weights=y[order], minlength=len(vals))
+    groups, start = [], 0
+    for v, c, pv in zip(vals, counts, pos_by):
+        rows = order[by_value[start:start + c]]
+        start += c
+        k = choose_buckets(pv, cfg.bucket_candidates, cfg.min_positives_per_bucket)
+        if k == 0:
+            continue
+        groups.append(_group_buckets(x, y, rows, k, int(v), cfg, False))
+    return glob, groups
+
+
+def _fit_key_points(x: np.ndarray, y: np.ndarray, glob: _Group, groups: List[_Group],
+                    cfg: AdaCalibConfig) -> List[np.ndarray]:
+    """Train the MLP; returns the key points (logits) of every group, global first."""
+    import tensorflow as tf
+
+    all_groups = [glob] + groups
+    feats = np.concatenate([g.feats for g in all_groups]).astype(np.float32)
+    seg_group = np.concatenate([np.full(len(g.feats), i) for i, g in enumerate(all_groups)])
+    widths = np.concatenate([np.diff(g.knots) for g in all_groups])
+    seg_start = np.concatenate(([0], np.cumsum([len(g.feats) for g in all_groups])))
+    # training pairs: (row, function) for the global function and the row's own one. The
+    # loss is linear in t inside a bucket, so the pairs are aggregated into T_BINS sub-bins of
+    # t per bucket (count, positives, mean t): the cost of a step no longer grows with rows.
+    fit_rows = subsample(len(x), cfg.max_fit_rows, cfg.seed)
+    in_fit = np.zeros(len(x), dtype=bool)
+    in_fit[fit_rows] = True
+    n_seg = int(seg_start[-1])
+    cnt = np.zeros(n_seg * T_BINS)
+    pos = np.zeros(n_seg * T_BINS)
+    sum_t = np.zeros(n_seg * T_BINS)
+    for gi, g in enumerate(all_groups):
+        rows = g.rows[in_fit[g.rows]]
+        kk = len(g.knots) - 1
+        xs = x[rows]
+        seg = np.clip(np.searchsorted(g.knots, xs, side="right") - 1, 0, kk - 1)
+        t = np.clip((xs - g.knots[seg]) / (g.knots[seg + 1] - g.knots[seg]), 0.0, 1.0)
+        key = (seg + seg_start[gi]) * T_BINS + np.minimum((t * T_BINS).astype(np.int64),
+                                                          T_BINS - 1)
+        cnt += np.bincount(key, minlength=len(cnt))
+        pos += np.bincount(key, weights=y[rows], minlength=len(cnt))
+        sum_t += np.bincount(key, weights=t, minlength=len(cnt))
+    keep = np.flatnonzero(cnt)
+    pair_seg = keep // T_BINS
+    pair_t = (sum_t[keep] / cnt[keep]).astype(np.float32)
+    pair_n = cnt[keep].astype(np.float32)
+    pair_pos = pos[keep].astype(np.float32)
+    n_pairs = float(cnt.sum())
+    first_seg = seg_start[:-1]
+    x0 = np.array([g.knots[0] for g in all_groups], dtype=np.float32)
+
+    tf.random.set_seed(cfg.seed)
+    init = tf.keras.initializers.GlorotUniform(seed=cfg.seed)
+    layers = [tf.keras.layers.Dense(u, activation="tanh", kernel_initializer=init)
+              for u in cfg.hidden_units]
+    head = tf.keras.layers.Dense(2, kernel_initializer="zeros", bias_initializer="zeros")
+    emb = (tf.Variable(tf.random.normal((len(all_groups), cfg.embedding_dim), stddev=0.01,
+                                        seed=cfg.seed))
+           if cfg.embedding_dim else None)
+    feats_t = tf.constant(feats)
+    seg_group_t = tf.constant(seg_group, dtype=tf.int32)
+    widths_t = tf.constant(widths, dtype=tf.float32)
+    seg_start_t = tf.constant(seg_start[:-1], dtype=tf.int32)
+    first_seg_t = tf.constant(first_seg, dtype=tf.int32)
+    x0_t = tf.constant(x0)
+    pair_seg_t = tf.constant(pair_seg, dtype=tf.int32)
+    pair_t_t = tf.constant(pair_t)
+    pair_n_t = tf.constant(pair_n)
+    pair_pos_t = tf.constant(pair_pos)
+
+    def key_parts():
+        h = feats_t
+        if emb is not None:
+            h = tf.concat([h, tf.gather(emb, seg_group_t)], axis=1)
+        for layer in layers:
+            h = layer(h)
+        out = head(h)
+        d = widths_t * tf.nn.softplus(out[:, 1] + _SOFTPLUS_ONE)       # increments >= 0
+        c0 = x0_t + tf.gather(out[:, 0], first_seg_t)                  # per group
+        cum = tf.cumsum(d)
+        before_group = tf.gather(tf.concat([[0.0], cum], 0), seg_start_t)
+        cum_before = cum - d - tf.gather(before_group, seg_group_t)   # sum of earlier d in group
+        lo = tf.gather(c0, seg_group_t) + cum_before                   # key point at bucket start
+        return lo, d
+
+    # build the variables, then train
+    key_parts()
+    variables = [v for layer in layers + [head] for v in layer.trainable_variables]
+    if emb is not None:
+        variables.append(emb)
+    opt = tf.keras.optimizers.Adam(cfg.learning_rate)
+
+    # the row arrays are arguments, not graph constants (constant folding of large arrays
+    # makes tracing slow)
+    @tf.function
+    def step(pair_seg_t, pair_t_t, pair_n_t, pair_pos_t):
+        with tf.GradientTape() as tape:
+            lo, d = key_parts()
+            z = tf.gather(lo, pair_seg_t) + pair_t_t * tf.gather(d, pair_seg_t)
+            # sum over rows of CE = n softplus(z) - positives z, per aggregated pair
+            loss = tf.reduce_sum(pair_n_t * tf.nn.softplus(z) - pair_pos_t * z) / n_pairs
+            reg = cfg.l2 * tf.add_n([tf.reduce_sum(tf.square(v)) for v in variables])
+            total = loss + reg
+        grads = tape.gradient(total, variables)
+        opt.apply_gradients(zip(grads, variables))
+        return loss
+
+    if len(keep):
+        for _ in range(cfg.steps):
+            step(pair_seg_t, pair_t_t, pair_n_t, pair_pos_t)
+    lo, d = (t.numpy().astype(np.float64) for t in key_parts())
+    out = []
+    for gi in range(len(all_groups)):
+        s, e = seg_start[gi], seg_start[gi + 1]
+        c = np.concatenate(([lo[s]], lo[s] + np.cumsum(d[s:e])))
+        out.append(np.maximum.accumulate(c))
+    return out
+
+
+class AdaCalibCalibrator(Calibrator):
+    """AdaCalib: one posterior-guided, adaptively bucketed, monotone piecewise-linear function
+    per field value, with a global fallback (see the module docstring).
+
+    References:
+        Wei, P. et al. (2022). Posterior probability matters: doubly-adaptive calibration for
+        neural predictions in online advertising. SIGIR 2022.
+    """
+
+    name = "adacalib"
+    field_aware = True
+
+    @classmethod
+    def default_config(cls):
+        return AdaCalibConfig()
+
+    def _fit_spec(self, p, y, cols):
+        cfg = self.config
+        stages: List[Dict[str, Any]] = []
+        meta: Dict[str, Any] = {"buckets": {}}
+        q = p
+        for f in self.fields:
+            x = logit(q)
+            glob, groups = _build_groups(x, y, cols[f], cfg)
+            keys = _fit_key_points(x, y, glob, groups, cfg)
+            stage = {"type": "per_value", "field": f, "x_space": "logit", "y_space": "logit",
+                     "values": [g.value for g in groups],
+                     "x": [_floats(g.knots) for g in groups],
+                     "y": [_floats(c) for c in keys[1:]],
+                     "fallback": {"kind": "interp", "x_space": "logit", "y_space": "logit",
+                                  "x": _floats(glob.knots), "y": _floats(keys[0])}}
+            stages.append(stage)
+            meta["buckets"][f] = {"global": len(glob.knots) - 1,
+                                  **{str(g.value): len(g.knots) - 1 for g in groups}}
+            # the next field calibrates this field's output (chaining)
+            partial = {"format": "extcvr.calibrator", "format_version": 1, "fields": [f],
+                       "stages": [stage]}
+            q = ArtifactCalibrator(partial).transform(q, {f: cols[f]})
+        return stages, meta
