@@ -20,12 +20,14 @@ Design (``/work/shared/reference/algorithms.md``, section AdaCalib; the choices 
    The calibrated logit is the linear interpolation of the key points inside the bucket
    (constant beyond ``x_0`` and ``x_K``).
 4. **Training.** Cross-entropy on the calibration split, of the row's own value function (when
-   it has one) and of the global function (always), full-batch Adam. The calibrated logit is
+   it has one) and of the global function (always), minimised by L-BFGS (full batch). The calibrated logit is
    linear in the position ``t`` inside a bucket, so rows are aggregated per bucket into
    ``T_BINS`` sub-bins of ``t`` (count, positives, mean ``t``) and the loss is evaluated on
    those: a step costs the same for 10k or 10M rows (the cross-entropy at the sub-bin's mean
    ``t``, a first-order approximation over a 1/32-bucket-wide bin). ``max_fit_rows`` can
-   subsample the rows; the bucket statistics always use every row.
+   subsample the rows; the bucket statistics always use every row. The MLP and its exact gradient
+   are plain numpy (the problem is a few thousand aggregated pairs), so fitting needs no
+   TensorFlow either.
 5. **Several fields** (our choice): the fields are chained in the given order: the first
    field's calibrated output is the second field's input, and so on. Each step is monotone,
    so the composition is monotone; each later field corrects what the earlier ones left
@@ -64,8 +66,7 @@ class AdaCalibConfig:
         prior_strength: pseudo-rows pulling a bucket's posterior toward its mean prediction.
         hidden_units: MLP hidden layers.
         embedding_dim: width of the group (field value) embedding.
-        steps: full-batch Adam steps.
-        learning_rate: Adam learning rate.
+        max_iter: L-BFGS iterations (full batch).
         l2: L2 penalty on the MLP weights and embeddings.
         max_fit_rows: train the MLP on at most this many rows (0 = all); statistics use all.
         seed: seed of the subsample and of the initialisation.
@@ -76,8 +77,7 @@ class AdaCalibConfig:
     prior_strength: float = 10.0
     hidden_units: Tuple[int, ...] = (32, 16)
     embedding_dim: int = 4
-    steps: int = 300
-    learning_rate: float = 0.01
+    max_iter: int = 150
     l2: float = 1e-4
     max_fit_rows: int = 0
     seed: int = 0
@@ -95,8 +95,7 @@ class AdaCalibConfig:
         check_param(all(u >= 1 for u in self.hidden_units), "hidden_units",
                     "a list of positive ints", self.hidden_units)
         check_param(self.embedding_dim >= 0, "embedding_dim", ">= 0", self.embedding_dim)
-        check_param(self.steps >= 0, "steps", ">= 0", self.steps)
-        check_param(self.learning_rate > 0, "learning_rate", "> 0", self.learning_rate)
+        check_param(self.max_iter >= 0, "max_iter", ">= 0", self.max_iter)
         check_param(self.l2 >= 0, "l2", ">= 0", self.l2)
         check_param(self.max_fit_rows >= 0, "max_fit_rows", ">= 0", self.max_fit_rows)
 
@@ -170,26 +169,121 @@ def _build_groups(x: np.ndarray, y: np.ndarray, col: np.ndarray,
     return glob, groups
 
 
-def _fit_key_points(x: np.ndarray, y: np.ndarray, glob: _Group, groups: List[_Group],
-                    cfg: AdaCalibConfig) -> List[np.ndarray]:
-    """Train the MLP; returns the key points (logits) of every group, global first."""
-    import tensorflow as tf
+class KeyPointNet:
+    """The key-point MLP with its forward pass and exact gradient, in numpy.
 
-    all_groups = [glob] + groups
-    feats = np.concatenate([g.feats for g in all_groups]).astype(np.float32)
-    seg_group = np.concatenate([np.full(len(g.feats), i) for i, g in enumerate(all_groups)])
-    widths = np.concatenate([np.diff(g.knots) for g in all_groups])
-    seg_start = np.concatenate(([0], np.cumsum([len(g.feats) for g in all_groups])))
-    # training pairs: (row, function) for the global function and the row's own one. The
-    # loss is linear in t inside a bucket, so the pairs are aggregated into T_BINS sub-bins of
-    # t per bucket (count, positives, mean t): the cost of a step no longer grows with rows.
+    Inputs are fixed per fit: bucket features ``feats`` (S, N_FEATURES), the group of each
+    bucket, bucket widths (logits), group start offsets and first boundaries, and the
+    training pairs aggregated per (bucket, sub-bin of t): bucket, mean t, rows, positives.
+    """
+
+    def __init__(self, cfg: AdaCalibConfig, feats, seg_group, widths, seg_start, x0,
+                 n_groups: int):
+        self.cfg = cfg
+        self.feats, self.seg_group, self.widths = feats, seg_group, widths
+        self.seg_start, self.x0 = seg_start, x0
+        self.first_seg = seg_start[:-1]
+        rng = np.random.default_rng(cfg.seed)
+        d_in = feats.shape[1] + cfg.embedding_dim
+        self.params: Dict[str, np.ndarray] = {"E": rng.normal(0, 0.01, (n_groups,
+                                                                         cfg.embedding_dim))}
+        for i, units in enumerate(cfg.hidden_units):
+            lim = math.sqrt(6.0 / (d_in + units))            # Glorot uniform
+            self.params[f"W{i}"] = rng.uniform(-lim, lim, (d_in, units))
+            self.params[f"b{i}"] = np.zeros(units)
+            d_in = units
+        self.params["Wo"] = np.zeros((d_in, 2))               # starts as the identity map
+        self.params["bo"] = np.zeros(2)
+
+    def forward(self) -> Tuple[np.ndarray, np.ndarray, Dict[str, Any]]:
+        """Key point at each bucket's start (``lo``) and each bucket's increment ``d``."""
+        p = self.params
+        h = np.concatenate([self.feats, p["E"][self.seg_group]], axis=1)
+        hs = [h]
+        for i in range(len(self.cfg.hidden_units)):
+            h = np.tanh(h @ p[f"W{i}"] + p[f"b{i}"])
+            hs.append(h)
+        out = h @ p["Wo"] + p["bo"]
+        u = out[:, 1] + _SOFTPLUS_ONE
+        d = self.widths * np.logaddexp(0.0, u)
+        c0 = self.x0 + out[self.first_seg, 0]
+        cum = np.cumsum(d)
+        before_group = np.concatenate(([0.0], cum))[self.seg_start[:-1]]
+        lo = c0[self.seg_group] + (cum - d - before_group[self.seg_group])
+        return lo, d, {"hs": hs, "u": u}
+
+    def loss_and_grad(self, seg, t, n, pos, n_total):
+        """Mean cross-entropy (+ L2) over the aggregated pairs, and its gradient."""
+        p, cfg = self.params, self.cfg
+        lo, d, cache = self.forward()
+        z = lo[seg] + t * d[seg]
+        loss = float(np.sum(n * np.logaddexp(0.0, z) - pos * z) / n_total)
+        dz = (n * sigmoid(z) - pos) / n_total
+        s_count = len(d)
+        dlo = np.bincount(seg, weights=dz, minlength=s_count)
+        dd = np.bincount(seg, weights=t * dz, minlength=s_count)
+        # lo_s = c0[g] + sum of d over the group's earlier buckets
+        rev = np.concatenate((np.cumsum(dlo[::-1])[::-1], [0.0]))      # R_s = sum_{s2>=s}
+        group_end = self.seg_start[1:][self.seg_group]
+        dd += rev[:-1] - rev[group_end] - dlo                          # later buckets in group
+        dc0 = np.add.reduceat(dlo, self.seg_start[:-1])
+        dout = np.zeros((s_count, 2))
+        dout[self.first_seg, 0] = dc0
+        dout[:, 1] = dd * self.widths * sigmoid(cache["u"])
+        hs = cache["hs"]
+        grads = {"Wo": hs[-1].T @ dout, "bo": dout.sum(0)}
+        dh = dout @ p["Wo"].T
+        for i in reversed(range(len(cfg.hidden_units))):
+            da = dh * (1.0 - hs[i + 1] ** 2)
+            grads[f"W{i}"] = hs[i].T @ da
+            grads[f"b{i}"] = da.sum(0)
+            dh = da @ p[f"W{i}"].T
+        n_feat = self.feats.shape[1]
+        dE = np.zeros_like(p["E"])
+        np.add.at(dE, self.seg_group, dh[:, n_feat:])
+        grads["E"] = dE
+        for k, v in p.items():
+            loss += cfg.l2 * float(np.sum(v * v))
+            grads[k] = grads[k] + 2.0 * cfg.l2 * v
+        return loss, grads
+
+    def train(self, seg, t, n, pos) -> None:
+        """Minimise the loss with L-BFGS (full batch, at most ``cfg.max_iter`` iterations)."""
+        from scipy.optimize import minimize
+
+        n_total = float(n.sum())
+        if n_total == 0 or self.cfg.max_iter == 0:
+            return
+        names = list(self.params)
+        shapes = [self.params[k].shape for k in names]
+        sizes = [int(np.prod(sh)) for sh in shapes]
+
+        def unflatten(theta):
+            out, pos_ = {}, 0
+            for k, sh, sz in zip(names, shapes, sizes):
+                out[k] = theta[pos_:pos_ + sz].reshape(sh)
+                pos_ += sz
+            return out
+
+        def f(theta):
+            self.params = unflatten(theta)
+            loss, grads = self.loss_and_grad(seg, t, n, pos, n_total)
+            return loss, np.concatenate([grads[k].reshape(-1) for k in names])
+
+        theta0 = np.concatenate([self.params[k].reshape(-1) for k in names])
+        res = minimize(f, theta0, jac=True, method="L-BFGS-B",
+                       options={"maxiter": self.cfg.max_iter, "ftol": 1e-12, "gtol": 1e-8})
+        self.params = unflatten(res.x)
+        self.converged = bool(res.success)
+
+
+def _training_pairs(x, y, all_groups, seg_start, cfg):
+    """Rows aggregated per (bucket, sub-bin of t): bucket index, mean t, rows, positives."""
     fit_rows = subsample(len(x), cfg.max_fit_rows, cfg.seed)
     in_fit = np.zeros(len(x), dtype=bool)
     in_fit[fit_rows] = True
-    n_seg = int(seg_start[-1])
-    cnt = np.zeros(n_seg * T_BINS)
-    pos = np.zeros(n_seg * T_BINS)
-    sum_t = np.zeros(n_seg * T_BINS)
+    size = int(seg_start[-1]) * T_BINS
+    cnt, pos, sum_t = np.zeros(size), np.zeros(size), np.zeros(size)
     for gi, g in enumerate(all_groups):
         rows = g.rows[in_fit[g.rows]]
         kk = len(g.knots) - 1
@@ -198,78 +292,27 @@ def _fit_key_points(x: np.ndarray, y: np.ndarray, glob: _Group, groups: List[_Gr
         t = np.clip((xs - g.knots[seg]) / (g.knots[seg + 1] - g.knots[seg]), 0.0, 1.0)
         key = (seg + seg_start[gi]) * T_BINS + np.minimum((t * T_BINS).astype(np.int64),
                                                           T_BINS - 1)
-        cnt += np.bincount(key, minlength=len(cnt))
-        pos += np.bincount(key, weights=y[rows], minlength=len(cnt))
-        sum_t += np.bincount(key, weights=t, minlength=len(cnt))
+        cnt += np.bincount(key, minlength=size)
+        pos += np.bincount(key, weights=y[rows], minlength=size)
+        sum_t += np.bincount(key, weights=t, minlength=size)
     keep = np.flatnonzero(cnt)
-    pair_seg = keep // T_BINS
-    pair_t = (sum_t[keep] / cnt[keep]).astype(np.float32)
-    pair_n = cnt[keep].astype(np.float32)
-    pair_pos = pos[keep].astype(np.float32)
-    n_pairs = float(cnt.sum())
-    first_seg = seg_start[:-1]
-    x0 = np.array([g.knots[0] for g in all_groups], dtype=np.float32)
+    return keep // T_BINS, sum_t[keep] / cnt[keep], cnt[keep], pos[keep]
 
-    tf.random.set_seed(cfg.seed)
-    init = tf.keras.initializers.GlorotUniform(seed=cfg.seed)
-    layers = [tf.keras.layers.Dense(u, activation="tanh", kernel_initializer=init)
-              for u in cfg.hidden_units]
-    head = tf.keras.layers.Dense(2, kernel_initializer="zeros", bias_initializer="zeros")
-    emb = (tf.Variable(tf.random.normal((len(all_groups), cfg.embedding_dim), stddev=0.01,
-                                        seed=cfg.seed))
-           if cfg.embedding_dim else None)
-    feats_t = tf.constant(feats)
-    seg_group_t = tf.constant(seg_group, dtype=tf.int32)
-    widths_t = tf.constant(widths, dtype=tf.float32)
-    seg_start_t = tf.constant(seg_start[:-1], dtype=tf.int32)
-    first_seg_t = tf.constant(first_seg, dtype=tf.int32)
-    x0_t = tf.constant(x0)
-    pair_seg_t = tf.constant(pair_seg, dtype=tf.int32)
-    pair_t_t = tf.constant(pair_t)
-    pair_n_t = tf.constant(pair_n)
-    pair_pos_t = tf.constant(pair_pos)
 
-    def key_parts():
-        h = feats_t
-        if emb is not None:
-            h = tf.concat([h, tf.gather(emb, seg_group_t)], axis=1)
-        for layer in layers:
-            h = layer(h)
-        out = head(h)
-        d = widths_t * tf.nn.softplus(out[:, 1] + _SOFTPLUS_ONE)       # increments >= 0
-        c0 = x0_t + tf.gather(out[:, 0], first_seg_t)                  # per group
-        cum = tf.cumsum(d)
-        before_group = tf.gather(tf.concat([[0.0], cum], 0), seg_start_t)
-        cum_before = cum - d - tf.gather(before_group, seg_group_t)   # sum of earlier d in group
-        lo = tf.gather(c0, seg_group_t) + cum_before                   # key point at bucket start
-        return lo, d
-
-    # build the variables, then train
-    key_parts()
-    variables = [v for layer in layers + [head] for v in layer.trainable_variables]
-    if emb is not None:
-        variables.append(emb)
-    opt = tf.keras.optimizers.Adam(cfg.learning_rate)
-
-    # the row arrays are arguments, not graph constants (constant folding of large arrays
-    # makes tracing slow)
-    @tf.function
-    def step(pair_seg_t, pair_t_t, pair_n_t, pair_pos_t):
-        with tf.GradientTape() as tape:
-            lo, d = key_parts()
-            z = tf.gather(lo, pair_seg_t) + pair_t_t * tf.gather(d, pair_seg_t)
-            # sum over rows of CE = n softplus(z) - positives z, per aggregated pair
-            loss = tf.reduce_sum(pair_n_t * tf.nn.softplus(z) - pair_pos_t * z) / n_pairs
-            reg = cfg.l2 * tf.add_n([tf.reduce_sum(tf.square(v)) for v in variables])
-            total = loss + reg
-        grads = tape.gradient(total, variables)
-        opt.apply_gradients(zip(grads, variables))
-        return loss
-
-    if len(keep):
-        for _ in range(cfg.steps):
-            step(pair_seg_t, pair_t_t, pair_n_t, pair_pos_t)
-    lo, d = (t.numpy().astype(np.float64) for t in key_parts())
+def _fit_key_points(x: np.ndarray, y: np.ndarray, glob: _Group, groups: List[_Group],
+                    cfg: AdaCalibConfig) -> List[np.ndarray]:
+    """Train the key-point MLP; returns the key points (logits) of every group, global
+    first. The training rows of every function (the global one on all rows, each value's on
+    its rows) are aggregated per bucket and sub-bin of t (see the module docstring)."""
+    all_groups = [glob] + groups
+    feats = np.concatenate([g.feats for g in all_groups])
+    seg_group = np.concatenate([np.full(len(g.feats), i) for i, g in enumerate(all_groups)])
+    widths = np.concatenate([np.diff(g.knots) for g in all_groups])
+    seg_start = np.concatenate(([0], np.cumsum([len(g.feats) for g in all_groups])))
+    x0 = np.array([g.knots[0] for g in all_groups])
+    net = KeyPointNet(cfg, feats, seg_group, widths, seg_start, x0, len(all_groups))
+    net.train(*_training_pairs(x, y, all_groups, seg_start, cfg))
+    lo, d, _ = net.forward()
     out = []
     for gi in range(len(all_groups)):
         s, e = seg_start[gi], seg_start[gi + 1]

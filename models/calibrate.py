@@ -1,0 +1,275 @@
+"""Calibrate a trained run's pCVR and evaluate every method before and after.
+
+Usage::
+
+    python -m models.calibrate --method {NAME,NAME,...|all} --run RUN_DIR [RUN_DIR ...]
+        --data PROC_DIR --field app_id[,category_id] --out CAL_DIR
+        [--fit-split valid] [--eval-split test] [--config FILE]
+
+Each method is fitted on the clicked rows of the calibration split (``valid``: disjoint from the
+training split the run learned on and from the test split it is evaluated on), with the run's
+exported SavedModel's pCVR as the base prediction and ``purchase`` as the label. Calibrated
+pCTCVR is pCTR x calibrated pCVR.
+
+With one run, ``CAL_DIR`` gets:
+
+- ``<method>/calibrator.json``: the exported artifact (numpy-only, no pickle) that the Triton
+  calibrate step loads with :func:`models.calibration.artifact.load_calibrator`;
+- ``calibration.json``: per method, ``before`` (the uncalibrated base) and ``after`` metrics on
+  the evaluation split, with ``field_rce_app``, ``ece`` and ``auc`` among them (see
+  :mod:`models.calibration.report`), and fit / transform seconds;
+- ``calibration.md`` and ``reliability_by_app.png`` (one panel per media app, one line per
+  method).
+
+With several runs (one per seed), each run's output goes to ``CAL_DIR/<run name>/`` and
+``CAL_DIR/calibration.json`` / ``calibration.md`` hold mean ± std per method over the runs and
+AdaCalib's Field-RCE by app over the best global method's (Platt or isotonic), per seed.
+
+``--config FILE``: YAML ``{method: {field: value}}`` overriding a method's config dataclass.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+from preprocessing.atomic import atomic_output_dir
+from preprocessing.report import print_table
+
+DEFAULT_FIELDS = ("app_id",)
+
+
+def parse_methods(text: str) -> List[str]:
+    """``"all"`` or a comma list of method names -> the names (``ValueError`` on unknown)."""
+    from models.calibration import METHODS
+    if text.strip() == "all":
+        return list(METHODS)
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    bad = [n for n in names if n not in METHODS]
+    if bad or not names:
+        raise ValueError(f"--method: unknown method(s) {bad or text!r}; choose from "
+                         f"{list(METHODS)} or 'all'")
+    return list(dict.fromkeys(names))
+
+
+def parse_fields(values: Sequence[str]) -> Tuple[str, ...]:
+    """Repeated and/or comma-separated ``--field`` values -> unique field names, in order."""
+    out: List[str] = []
+    for v in values:
+        out += [t.strip() for t in v.split(",") if t.strip()]
+    return tuple(dict.fromkeys(out)) or DEFAULT_FIELDS
+
+
+def load_method_configs(path: Optional[str], methods: Sequence[str]) -> Dict[str, Any]:
+    """Config dataclasses from a YAML ``{method: {field: value}}`` (defaults elsewhere)."""
+    from models.calibration import METHODS
+    if not path:
+        return {}
+    import yaml
+    with open(path) as fh:
+        raw = yaml.safe_load(fh) or {}
+    out = {}
+    for name, kw in raw.items():
+        if name not in METHODS:
+            raise ValueError(f"--config: unknown method {name!r}")
+        cls = type(METHODS[name].default_config())
+        out[name] = cls(**(kw or {}))
+    return out
+
+
+def split_frame(run_dir: str, data_dir: str, split: str,
+                fields: Sequence[str]) -> Dict[str, np.ndarray]:
+    """pCTR, pCVR, labels, ground truth and the field columns of every row of ``split``."""
+    from models.evaluate import predict_split, split_context
+    from preprocessing import columns as C
+    from preprocessing.splits import read_split
+
+    spec = C.DatasetSpec.load(data_dir)
+    missing = [f for f in fields if f not in spec.all_columns]
+    if missing:
+        raise ValueError(f"field column(s) {missing} not in {data_dir} (columns: "
+                         f"{sorted(spec.all_columns)})")
+    saved = os.path.join(run_dir, "saved_model")
+    if not os.path.isdir(saved):
+        raise FileNotFoundError(f"{run_dir}: no saved_model/ (not a trained run directory)")
+    preds = predict_split(saved, data_dir, split)
+    context = split_context(data_dir, split)
+    extra = [f for f in fields if f not in context.columns]
+    if extra:
+        more = read_split(os.path.join(data_dir, split), extra)
+        for f in extra:
+            context[f] = more[f].to_numpy()
+    if len(preds) != len(context) or not np.array_equal(preds["_click"].to_numpy(),
+                                                         context[C.CLICK].to_numpy()):
+        raise RuntimeError(f"{run_dir}: predictions and {split} rows are not aligned")
+    frame = {c: context[c].to_numpy() for c in context.columns}
+    frame["pctr"] = preds["pctr"].to_numpy().astype(np.float64)
+    frame["pcvr"] = preds["pcvr"].to_numpy().astype(np.float64)
+    return frame
+
+
+def calibrate_frames(fit: Mapping[str, np.ndarray], evaluation: Mapping[str, np.ndarray],
+                     methods: Sequence[str], fields: Sequence[str], out_dir: str,
+                     configs: Optional[Mapping[str, Any]] = None,
+                     meta: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+    """Fit every method on ``fit`` (clicked rows), evaluate on ``evaluation``, write
+    ``out_dir`` (an existing staging directory): artifacts, calibration.json/.md, plot.
+
+    Returns the ``calibration.json`` content.
+    """
+    from models.calibration import make_calibrator
+    from models.calibration.report import (calibration_metrics, markdown_single,
+                                           plot_reliability_by_app)
+    configs = configs or {}
+    clicked = fit["click"] == 1
+    p_fit = fit["pcvr"][clicked]
+    y_fit = fit["purchase"][clicked]
+    f_fit = {f: fit[f][clicked] for f in fields}
+    f_eval = {f: evaluation[f] for f in fields}
+    before = calibration_metrics(evaluation, evaluation["pcvr"], fields)
+    result: Dict[str, Any] = {
+        **(meta or {}), "fields": list(fields),
+        "n_fit_rows": int(clicked.sum()), "n_fit_positives": int(y_fit.sum()),
+        "n_eval_rows": int((evaluation["click"] == 1).sum()),
+        "n_eval_positives": int(evaluation["purchase"][evaluation["click"] == 1].sum()),
+        "ece_binning": "equal_frequency_10",
+        "methods": {"uncalibrated": {"before": before, "after": before, **before}},
+    }
+    eval_clicked = evaluation["click"] == 1
+    curves = {"uncalibrated": evaluation["pcvr"][eval_clicked]}
+    for name in methods:
+        cal = make_calibrator(name, fields=fields, config=configs.get(name))
+        t0 = time.perf_counter()
+        cal.fit(p_fit, y_fit, f_fit)
+        t1 = time.perf_counter()
+        q = cal.transform(evaluation["pcvr"], f_eval)
+        t2 = time.perf_counter()
+        cal.save(os.path.join(out_dir, name))
+        after = calibration_metrics(evaluation, q, fields)
+        result["methods"][name] = {**after, "before": before, "after": after,
+                                   "fit_seconds": t1 - t0, "transform_seconds": t2 - t1,
+                                   "artifact": os.path.join(name, "calibrator.json"),
+                                   "fields": list(cal.fields)}
+        curves[name] = q[eval_clicked]
+    with open(os.path.join(out_dir, "calibration.json"), "w") as fh:
+        json.dump(result, fh, indent=2)
+    with open(os.path.join(out_dir, "calibration.md"), "w") as fh:
+        fh.write(markdown_single(result))
+    if "app_id" in evaluation:
+        plot_reliability_by_app(evaluation["purchase"][eval_clicked],
+                                evaluation["app_id"][eval_clicked], curves,
+                                os.path.join(out_dir, "reliability_by_app.png"))
+    return result
+
+
+def calibrate_run(run_dir: str, data_dir: str, methods: Sequence[str], fields: Sequence[str],
+                  out_dir: str, fit_split: str = "valid", eval_split: str = "test",
+                  configs: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+    """Predict ``fit_split`` and ``eval_split`` with the run, then :func:`calibrate_frames`."""
+    if fit_split == eval_split:
+        raise ValueError("the calibration split must differ from the evaluation split; got "
+                         f"{fit_split!r} for both")
+    if fit_split == "train":
+        raise ValueError("the calibration split must be disjoint from the training split")
+    fit = split_frame(run_dir, data_dir, fit_split, fields)
+    evaluation = split_frame(run_dir, data_dir, eval_split, fields)
+    cfg_path = os.path.join(run_dir, "config.json")
+    run_cfg = json.load(open(cfg_path)) if os.path.exists(cfg_path) else {}
+    meta = {"run": os.path.abspath(run_dir), "model": run_cfg.get("model"),
+            "seed": run_cfg.get("seed"), "data": os.path.abspath(data_dir),
+            "fit_split": fit_split, "eval_split": eval_split}
+    return calibrate_frames(fit, evaluation, methods, fields, out_dir, configs, meta)
+
+
+def run_names(run_dirs: Sequence[str]) -> List[str]:
+    """Distinct sub-directory names for several runs (base names, numbered on a clash)."""
+    names: List[str] = []
+    for r in run_dirs:
+        base = os.path.basename(os.path.normpath(r)) or "run"
+        name, i = base, 1
+        while name in names:
+            i += 1
+            name = f"{base}_{i}"
+        names.append(name)
+    return names
+
+
+def calibrate(run_dirs: Sequence[str], data_dir: str, methods: Sequence[str],
+              fields: Sequence[str], out: str, fit_split: str = "valid",
+              eval_split: str = "test", configs: Optional[Mapping[str, Any]] = None
+              ) -> Dict[str, Any]:
+    """The whole command: one run -> ``out/<method>/``; several -> ``out/<run>/<method>/``
+    plus the aggregate over runs. ``out`` appears atomically."""
+    from models.calibration import BEST_GLOBAL_CANDIDATES
+    from models.calibration.report import aggregate_runs, markdown_multi
+    with atomic_output_dir(out) as staging:
+        if len(run_dirs) == 1:
+            return calibrate_run(run_dirs[0], data_dir, methods, fields, staging, fit_split,
+                                 eval_split, configs)
+        per_run = []
+        for name, run_dir in zip(run_names(run_dirs), run_dirs):
+            sub = os.path.join(staging, name)
+            os.makedirs(sub)
+            per_run.append(calibrate_run(run_dir, data_dir, methods, fields, sub, fit_split,
+                                         eval_split, configs))
+        agg = aggregate_runs(per_run, BEST_GLOBAL_CANDIDATES)
+        agg.update({"runs": [r["run"] for r in per_run], "seeds": [r["seed"] for r in per_run],
+                    "subdirs": run_names(run_dirs), "fields": list(fields),
+                    "data": os.path.abspath(data_dir), "fit_split": fit_split,
+                    "eval_split": eval_split, "ece_binning": "equal_frequency_10"})
+        with open(os.path.join(staging, "calibration.json"), "w") as fh:
+            json.dump(agg, fh, indent=2)
+        with open(os.path.join(staging, "calibration.md"), "w") as fh:
+            fh.write(markdown_multi(agg, fields))
+        return agg
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """CLI entry point: ``python -m models.calibrate``."""
+    parser = argparse.ArgumentParser(prog="python -m models.calibrate",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--method", default="all", help="a name, a comma list, or 'all'")
+    parser.add_argument("--run", "--runs", dest="runs", nargs="+", required=True,
+                        help="trained run directories (several: one per seed)")
+    parser.add_argument("--data", required=True, help="output directory of preprocessing.run")
+    parser.add_argument("--field", action="append", default=[],
+                        help="field column(s), comma-separated or repeated (default app_id)")
+    parser.add_argument("--out", required=True, help="calibration output directory")
+    parser.add_argument("--fit-split", default="valid", choices=("valid", "test"))
+    parser.add_argument("--eval-split", default="test", choices=("valid", "test"))
+    parser.add_argument("--config", default=None, help="YAML {method: {field: value}}")
+    args = parser.parse_args(argv)
+    try:
+        methods = parse_methods(args.method)
+        fields = parse_fields(args.field)
+        configs = load_method_configs(args.config, methods)
+        t0 = time.perf_counter()
+        result = calibrate(args.runs, args.data, methods, fields, args.out, args.fit_split,
+                           args.eval_split, configs)
+    except (FileNotFoundError, ValueError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(open(os.path.join(args.out, "calibration.md")).read())
+    rows = [("output", os.path.abspath(args.out)), ("methods", ", ".join(methods)),
+            ("fields", ", ".join(fields)), ("runs", len(args.runs))]
+    if len(args.runs) == 1:
+        m = result["methods"]
+        rows.append(("field_rce_app before", f"{m['uncalibrated']['field_rce_app']:.4f}"))
+        for name in methods:
+            rows.append((f"field_rce_app {name}", f"{m[name]['field_rce_app']:.4f}"))
+    elif "ratio_field_rce_app" in result:
+        r = result["ratio_field_rce_app"]
+        rows.append(("adacalib / best global RCE", f"{r['mean']:.3f} ± {r['std']:.3f}"))
+    rows.append(("seconds", f"{time.perf_counter() - t0:.1f}"))
+    print_table("models.calibrate", rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""Property: every calibrator is non-decreasing in the base prediction within a field value,
+for seen and unseen values, whatever data it was fitted on (hypothesis)."""
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from models.calibration import METHODS, AdaCalibConfig, NeuCalibConfig, make_calibrator
+
+FIELDS = ("app_id", "category_id")
+CHEAP = [m for m in METHODS if m != "adacalib"]
+GRID = np.concatenate(([0.0, 1e-9], np.linspace(0, 1, 201), np.geomspace(1e-6, 0.5, 200),
+                       [1.0]))
+
+
+@st.composite
+def fit_data(draw):
+    n = draw(st.integers(20, 3000))
+    seed = draw(st.integers(0, 2**31 - 1))
+    rng = np.random.default_rng(seed)
+    n_apps = draw(st.integers(1, 6))
+    app = rng.integers(0, n_apps, n)
+    cat = rng.integers(0, draw(st.integers(1, 10)), n)
+    base_rate = draw(st.floats(0.005, 0.5))
+    p = np.clip(rng.beta(1, 1 / base_rate, n), 0, 1)
+    if draw(st.booleans()):
+        p = np.round(p, 2)                                   # many ties
+    y = (rng.random(n) < draw(st.floats(0.0, 1.0)) * p + base_rate / 4).astype(float)
+    y[0] = 1.0                                               # at least one positive
+    return p, y, {"app_id": app, "category_id": cat}
+
+
+def _assert_monotone(cal, apps, cats):
+    for a in apps:
+        for c in cats:
+            f = {"app_id": np.full(len(GRID), a), "category_id": np.full(len(GRID), c)}
+            order = np.argsort(GRID, kind="stable")
+            q = cal.transform(GRID[order], {k: v[order] for k, v in f.items()})
+            assert np.all(np.diff(q) >= -1e-12), (cal.name, a, c)
+            assert np.all((q >= 0) & (q <= 1))
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=fit_data(), method=st.sampled_from(CHEAP))
+def test_cheap_calibrators_are_monotone_for_seen_and_unseen_values(data, method):
+    p, y, f = data
+    cfg = NeuCalibConfig(max_iter=100) if method == "neucalib" else None
+    cal = make_calibrator(method, FIELDS, cfg).fit(p, y, f)
+    _assert_monotone(cal, [0, 1, 99], [0, 3, 99])            # 99: unseen
+
+
+@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=fit_data())
+def test_adacalib_is_monotone_for_seen_and_unseen_values(data):
+    p, y, f = data
+    cfg = AdaCalibConfig(max_iter=20, min_positives_per_bucket=2)
+    cal = make_calibrator("adacalib", FIELDS, cfg).fit(p, y, f)
+    _assert_monotone(cal, [0, 1, 99], [0, 3, 99])
