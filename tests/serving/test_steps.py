@@ -1,0 +1,122 @@
+"""The ensemble's steps without a server: the per-request workflow equals NVTabular's offline
+transform, the lean executor equals Merlin's LocalExecutor, export writes the configs."""
+
+import json
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from preprocessing import columns as C
+
+
+@pytest.fixture(scope="module")
+def transformer(small_processed):
+    from serving.preprocess import RequestTransformer
+    spec = C.DatasetSpec.load(small_processed)
+    return RequestTransformer(os.path.join(small_processed, "workflow"), spec)
+
+
+def _raw_and_processed(proc_dir, n=3000):
+    from preprocessing.splits import read_split
+    manifest = json.load(open(os.path.join(proc_dir, "manifest.json")))
+    raw = pd.concat([pd.read_parquet(os.path.join(manifest["input"], f))
+                     for f in manifest["files"]["test"]], ignore_index=True).head(n)
+    return raw, read_split(os.path.join(proc_dir, "test")).head(n)
+
+
+def test_per_request_transform_equals_the_offline_workflow(transformer, small_processed):
+    from serving.preprocess import compare_processed, from_frame
+    raw, proc = _raw_and_processed(small_processed)
+    got = transformer.transform_frame(raw)
+    assert compare_processed(from_frame(proc[transformer.outputs], transformer.multihot),
+                             got) == 0.0
+    assert transformer.verify(raw) == 0.0  # and Merlin's LocalExecutor agrees
+
+
+def test_merlin_executor_gives_the_same_columns(small_processed, transformer):
+    from serving.preprocess import RequestTransformer, compare_processed
+    merlin = RequestTransformer(os.path.join(small_processed, "workflow"),
+                                C.DatasetSpec.load(small_processed), executor="merlin")
+    probe = transformer.probe_frame(rows=64, seed=5)
+    assert compare_processed(merlin.transform_frame(probe), transformer.transform_frame(probe)) \
+        == 0.0
+
+
+def test_lean_executor_refuses_a_mismatch(transformer):
+    lookup = next(iter(next(iter(transformer._lookups.values())).values()))
+    saved = lookup.labels.copy()
+    lookup.labels[:] = lookup.labels[::-1]
+    try:
+        with pytest.raises(RuntimeError, match="differs"):
+            transformer.verify()
+    finally:
+        lookup.labels[:] = saved
+
+
+def test_request_validation_messages(transformer, small_processed):
+    from serving.preprocess import RequestError, columns_from_tensors, request_tensors
+    raw, _ = _raw_and_processed(small_processed, 5)
+    t = request_tensors(raw, transformer.inputs, transformer.multihot, transformer.input_dtypes)
+    cols = columns_from_tensors(t, transformer.inputs, transformer.multihot,
+                                nullable=("media_watch_minutes",), max_list=5)
+    assert len(cols["user_id"]) == 5
+    bad = {**t, "item_price": t["item_price"].copy()}
+    bad["item_price"][2] = np.nan
+    with pytest.raises(RequestError, match="'item_price' holds 1 non-finite value.*row 2"):
+        columns_from_tensors(bad, transformer.inputs, transformer.multihot)
+    with pytest.raises(RequestError, match="empty batch"):
+        columns_from_tensors({k: v[:0] for k, v in t.items()}, transformer.inputs,
+                             transformer.multihot)
+    long = {**t, "user_recent_cats": np.ones((5, 7), np.int64),
+            "user_recent_cats__lengths": np.full((5, 1), 7)}
+    with pytest.raises(RequestError, match="at most 5"):
+        columns_from_tensors(long, transformer.inputs, transformer.multihot, max_list=5)
+
+
+def test_identity_calibrate_step(tmp_path):
+    from serving.steps import CalibrateStep
+    (tmp_path / "serving.json").write_text(json.dumps({"step": "calibrate", "fields": []}))
+    step = CalibrateStep(str(tmp_path))
+    out = step.run([{"pctr": np.array([[0.5], [0.2]], np.float32),
+                     "pcvr": np.array([[0.1], [0.3]], np.float32)},
+                    {"pctr": np.array([[1.0]], np.float32), "pcvr": np.array([[0.4]], np.float32)}])
+    assert np.allclose(out[0]["pcvr"].ravel(), [0.1, 0.3])
+    assert np.allclose(out[0]["pctcvr"].ravel(), [0.05, 0.06])
+    assert np.allclose(out[1]["pctcvr"].ravel(), [0.4])
+
+
+def test_export_writes_the_ensemble_and_the_ngc_variant(tmp_path, tiny_run, small_processed):
+    import tensorflow as tf
+    from serving.export import export, parse_instances
+    wf = os.path.join(small_processed, "workflow")
+    info = export(tiny_run, wf, str(tmp_path / "cpu"), max_batch_size=64,
+                  instances=parse_instances("preprocess=2"))
+    ens = (tmp_path / "cpu" / "extcvr" / "config.pbtxt").read_text()
+    assert 'platform: "ensemble"' in ens and ens.count("model_name:") == 3
+    pre = (tmp_path / "cpu" / "preprocess" / "config.pbtxt").read_text()
+    assert "dynamic_batching" in pre and "count: 2" in pre and 'backend: "python"' in pre
+    assert info["nullable"] == ["media_watch_minutes"] and info["max_list"] == 5
+    assert os.path.isfile(tmp_path / "cpu" / "preprocess" / "1" / "workflow" / "workflow.pkl")
+    export(tiny_run, wf, str(tmp_path / "ngc"), target="ngc")
+    cfg = (tmp_path / "ngc" / "predict" / "config.pbtxt").read_text()
+    assert 'platform: "tensorflow_savedmodel"' in cfg
+    # The NGC model's batched signature gives the run's predictions.
+    from serving.steps import PredictStep, PreprocessStep
+    pre = PreprocessStep(str(tmp_path / "cpu" / "preprocess" / "1"))
+    raw, _ = _raw_and_processed(small_processed, 50)
+    tensors = pre.run([pre_tensors(pre, raw)])[0]
+    want = PredictStep(str(tmp_path / "cpu" / "predict" / "1")).predict(tensors)
+    batched = tf.saved_model.load(str(tmp_path / "ngc" / "predict" / "1" / "model.savedmodel"))
+    got = batched.signatures["serving_default"](**{k: tf.constant(v) for k, v in tensors.items()})
+    for k in ("pctr", "pcvr"):
+        assert np.allclose(got[k].numpy(), want[k], atol=1e-6)
+    with pytest.raises(ValueError, match="--instances"):
+        parse_instances("predict=0")
+
+
+def pre_tensors(step, raw):
+    from serving.preprocess import request_tensors
+    t = step.transformer
+    return request_tensors(raw, t.inputs, t.multihot, t.input_dtypes)
