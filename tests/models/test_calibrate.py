@@ -1,0 +1,134 @@
+"""python -m models.calibrate end to end on the small fixture: artifacts, calibration.json,
+the plot, several runs, errors; and the down-sampled harder case."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from models.calibrate import main, parse_fields, parse_methods
+from models.calibration import METHODS, load_calibrator
+from models.config import ModelConfig, TrainConfig
+from models.train import train
+
+SMALL_MODEL = ModelConfig(embedding_dim=4, tower_units=(16, 8), mmoe_expert_units=(16,))
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, small_processed):
+    run_dir = str(tmp_path_factory.mktemp("calruns") / "esmm")
+    train("esmm", small_processed, run_dir, seed=1, model_config=SMALL_MODEL,
+          train_config=TrainConfig(batch_size=1024, epochs=1, max_steps=15,
+                                   checkpoint_every=100),
+          progress=False)
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def calibrated(tmp_path_factory, tiny_run, small_processed):
+    out = str(tmp_path_factory.mktemp("cal") / "cal")
+    rc = main(["--method", "all", "--run", tiny_run, "--data", small_processed,
+               "--field", "app_id,category_id", "--out", out])
+    assert rc == 0
+    return out
+
+
+def test_every_method_writes_an_artifact_that_loads_without_tensorflow_code(calibrated):
+    for m in METHODS:
+        cal = load_calibrator(os.path.join(calibrated, m))
+        assert cal.method == m
+    assert load_calibrator(os.path.join(calibrated, "adacalib")).fields == ("app_id",
+                                                                            "category_id")
+
+
+def test_calibration_json_has_before_and_after_per_method(calibrated):
+    res = json.load(open(os.path.join(calibrated, "calibration.json")))
+    assert res["fit_split"] == "valid" and res["eval_split"] == "test"
+    assert set(res["methods"]) == {"uncalibrated", *METHODS}
+    for m, r in res["methods"].items():
+        for key in ("field_rce_app", "ece", "auc", "pcoc", "logloss", "ece_eqwidth100",
+                    "field_ece_app", "field_rce_category"):
+            assert key in r and key in r["after"] and key in r["before"], (m, key)
+        assert r["before"] == res["methods"]["uncalibrated"]["after"]
+    assert res["ece_binning"] == "equal_frequency_10"
+    assert os.path.getsize(os.path.join(calibrated, "reliability_by_app.png")) > 1000
+    assert "| adacalib |" in open(os.path.join(calibrated, "calibration.md")).read()
+
+
+def test_artifact_reproduces_the_reported_calibrated_predictions(calibrated, tiny_run,
+                                                                 small_processed):
+    from models import metrics as M
+    from models.calibrate import split_frame
+    frame = split_frame(tiny_run, small_processed, "test", ("app_id", "category_id"))
+    cal = load_calibrator(os.path.join(calibrated, "adacalib"))
+    q = cal.transform(frame["pcvr"], {f: frame[f] for f in cal.fields})
+    clicked = frame["click"] == 1
+    res = json.load(open(os.path.join(calibrated, "calibration.json")))
+    assert M.field_rce(frame["purchase"][clicked], q[clicked], frame["app_id"][clicked]) == \
+        pytest.approx(res["methods"]["adacalib"]["field_rce_app"], rel=1e-9)
+
+
+def test_several_runs_give_mean_std_and_the_adacalib_ratio(tmp_path, tiny_run,
+                                                           small_processed):
+    out = str(tmp_path / "multi")
+    rc = main(["--method", "platt,isotonic,adacalib", "--run", tiny_run, tiny_run,
+               "--data", small_processed, "--out", out])
+    assert rc == 0
+    agg = json.load(open(os.path.join(out, "calibration.json")))
+    assert agg["n_runs"] == 2 and agg["subdirs"] == ["esmm", "esmm_2"]
+    assert set(agg["methods"]["adacalib"]["field_rce_app"]) >= {"mean", "std", "values"}
+    assert len(agg["ratio_field_rce_app"]["values"]) == 2
+    assert set(agg["acceptance"]) >= {"ratio_at_most_0.7", "pcoc_within_0.95_1.05"}
+    assert os.path.isfile(os.path.join(out, "esmm_2", "adacalib", "calibrator.json"))
+
+
+def test_missing_field_column_is_a_clear_error(tmp_path, tiny_run, small_processed, capsys):
+    rc = main(["--method", "platt", "--run", tiny_run, "--data", small_processed,
+               "--field", "media_app", "--out", str(tmp_path / "x")])
+    assert rc == 2
+    assert "field column(s) ['media_app'] not in" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "x")
+
+
+def test_calibration_split_must_not_be_the_evaluation_split(tmp_path, tiny_run,
+                                                            small_processed, capsys):
+    rc = main(["--method", "platt", "--run", tiny_run, "--data", small_processed,
+               "--fit-split", "test", "--out", str(tmp_path / "x")])
+    assert rc == 2 and "must differ" in capsys.readouterr().err
+
+
+def test_method_and_field_lists_parse():
+    assert parse_methods("all") == list(METHODS)
+    assert parse_methods("platt, adacalib") == ["platt", "adacalib"]
+    with pytest.raises(ValueError, match="unknown method"):
+        parse_methods("platt,beta")
+    assert parse_fields(["app_id,category_id", "app_id"]) == ("app_id", "category_id")
+    assert parse_fields([]) == ("app_id",)
+
+
+def test_downsampled_dataset_keeps_cvr_negatives_at_the_app_rates(tmp_path, small_processed):
+    from models.calibration.downsample import downsample_split
+    from preprocessing.splits import read_split
+    out = str(tmp_path / "ds")
+    src = read_split(os.path.join(small_processed, "train"), ["app_id", "click", "purchase"])
+    apps = sorted(src["app_id"].unique())
+    rates = {int(apps[0]): 0.1, int(apps[1]): 0.5}
+    rec = downsample_split(small_processed, out, rates, seed=0)
+    dst = read_split(os.path.join(out, "train"), ["app_id", "click", "purchase"])
+    for a in apps:
+        def counts(df):
+            m = df["app_id"] == a
+            neg = m & (df["click"] == 1) & (df["purchase"] == 0)
+            return int(neg.sum()), int((m & ~neg).sum())
+        (n_src, other_src), (n_dst, other_dst) = counts(src), counts(dst)
+        assert other_dst == other_src                       # positives, non-clicks untouched
+        rate = rates.get(int(a), 1.0)
+        assert abs(n_dst - rate * n_src) <= 4 * np.sqrt(n_src * rate * (1 - rate)) + 1
+    assert rec["rows_out"] == len(dst)
+    meta = json.load(open(os.path.join(out, "train", "_metadata.json")))
+    assert sum(s["num_rows"] for s in meta["file_stats"]) == len(dst)
+    for split in ("valid", "test"):                          # other splits unchanged
+        a = read_split(os.path.join(small_processed, split))
+        b = read_split(os.path.join(out, split))
+        assert len(a) == len(b)
