@@ -1,4 +1,4 @@
-"""Entire-space baselines: naive CVR, ESMM, ESCM2-IPS and MMoE.
+"""Entire-space baselines: naive CVR (and its shared-embedding variant), ESMM, ESCM2-IPS, MMoE.
 
 Each model maps the feature dict to probabilities ``{"pctr", "pcvr", "pctcvr"}`` (MMoE also
 ``"pcart"``) and defines its loss in ``compute_loss``; the loop lives in ``models/train.py``
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Dict, Sequence
 
+import numpy as np
 import tensorflow as tf
 
 from models.config import ModelConfig
@@ -72,6 +73,20 @@ class CVRModel(tf.keras.Model):
         """The training loss of one batch (subclasses define it)."""
         raise NotImplementedError
 
+    def output_layers(self) -> Dict[str, tf.keras.layers.Dense]:
+        """The sigmoid output unit of each task: click, cart, purchase (subclasses)."""
+        raise NotImplementedError
+
+    def set_prior_rates(self, rates: Dict[str, float]) -> None:
+        """Set each task's output bias to the logit of its base rate (click over D, cart and
+        purchase over D_click), so that training starts from calibrated constants instead of
+        0.5. Call it on a built model before training; tasks absent from ``rates`` keep 0.
+        """
+        for task, layer in self.output_layers().items():
+            if task in rates:
+                p = min(max(rates[task], 1e-6), 1.0 - 1e-6)
+                layer.bias.assign(tf.fill(layer.bias.shape, float(np.log(p / (1.0 - p)))))
+
     def train_step(self, data):
         """One optimisation step on ``(features, labels)``; returns ``{"loss": ...}``."""
         x, y = data
@@ -93,23 +108,46 @@ def _label(labels, name):
     return tf.reshape(tf.cast(labels[name], tf.float32), [-1])
 
 
-class NaiveCVR(CVRModel):
-    """CTR tower on all impressions and CVR tower on clicked impressions only (BASE in ESMM).
+class TwoTowerCVR(CVRModel):
+    """A CTR tower and a CVR tower; ``pCTCVR = pCTR * pCVR``. Subclasses define the loss.
 
-    Loss: ``CE(click, pCTR)`` over D plus ``CE(purchase, pCVR)`` over D_click. The CVR tower is
-    trained where clicks happened and served everywhere: the sample-selection bias.
+    ``shared_embeddings`` (a class attribute) says whether both towers read one input layer
+    (ESMM's shared lookup table) or each its own (two independent single-task models).
     """
+
+    shared_embeddings = True
 
     def __init__(self, features, config, targets=("click", "purchase"), **kwargs):
         super().__init__(features, config, targets, **kwargs)
         self.ctr_tower = mlp(config.tower_units, config.dropout, "ctr_tower")
         self.cvr_tower = mlp(config.tower_units, config.dropout, "cvr_tower")
+        self.cvr_embed = self.embed if self.shared_embeddings else InputLayer(
+            features, config.embedding_dim, config.max_embedding_rows, config.l2,
+            name="cvr_inputs")
 
     def call(self, inputs, training=False):
-        h = self.embed(inputs)
-        pctr = tf.reshape(self.ctr_tower(h, training=training), [-1])
-        pcvr = tf.reshape(self.cvr_tower(h, training=training), [-1])
+        h_ctr = self.embed(inputs)
+        h_cvr = h_ctr if self.shared_embeddings else self.cvr_embed(inputs)
+        pctr = tf.reshape(self.ctr_tower(h_ctr, training=training), [-1])
+        pcvr = tf.reshape(self.cvr_tower(h_cvr, training=training), [-1])
         return {"pctr": pctr, "pcvr": pcvr, "pctcvr": pctr * pcvr}
+
+    def output_layers(self):
+        """The output units of the CTR (click) and CVR (purchase) towers."""
+        return {"click": self.ctr_tower.layers[-1], "purchase": self.cvr_tower.layers[-1]}
+
+
+class NaiveCVR(TwoTowerCVR):
+    """BASE in ESMM: a CVR model trained on clicked impressions only, and its own CTR model.
+
+    Loss: ``CE(click, pCTR)`` over D plus ``CE(purchase, pCVR)`` over D_click, with separate
+    embedding tables, so the two are independent single-task models (the CTR model only
+    supplies pCTR for pCTCVR). The CVR model is trained where clicks happened and served
+    everywhere: the sample-selection bias, and it learns its embeddings from clicks alone: the
+    data sparsity. Ma et al., SIGIR 2018, Section 4.2 (BASE).
+    """
+
+    shared_embeddings = False
 
     def compute_loss(self, outputs, labels):
         click = _label(labels, "click")
@@ -117,10 +155,22 @@ class NaiveCVR(CVRModel):
                 + masked_mean(bce(_label(labels, "purchase"), outputs["pcvr"]), click))
 
 
-class ESMM(NaiveCVR):
+class NaiveSharedCVR(NaiveCVR):
+    """The naive CVR loss on clicks with embeddings shared with the CTR task.
+
+    Not a paper baseline: it separates the two advantages ESMM claims. It has the
+    representation transfer from the CTR task (data sparsity) but still trains pCVR on
+    D_click only (sample-selection bias).
+    """
+
+    shared_embeddings = True
+
+
+class ESMM(TwoTowerCVR):
     """ESMM: ``CE(click, pCTR) + CE(click * purchase, pCTR * pCVR)`` over all impressions.
 
-    There is no direct CVR loss; pCVR is learned through pCTCVR in the entire space.
+    There is no direct CVR loss; pCVR is learned through pCTCVR in the entire space, and both
+    towers share one embedding table. Ma et al., SIGIR 2018.
     """
 
     def compute_loss(self, outputs, labels):
@@ -175,6 +225,10 @@ class MMoE(CVRModel):
             result["pcart"] = out["cart"]
         return result
 
+    def output_layers(self):
+        """The output unit of each task tower."""
+        return {t: tower.layers[-1] for t, tower in self.towers.items()}
+
     def compute_loss(self, outputs, labels):
         click = _label(labels, "click")
         loss = (tf.reduce_mean(bce(click, outputs["pctr"]))
@@ -184,7 +238,8 @@ class MMoE(CVRModel):
         return loss
 
 
-MODELS = {"naive": NaiveCVR, "esmm": ESMM, "escm2_ips": ESCM2IPS, "mmoe": MMoE}
+MODELS = {"naive": NaiveCVR, "naive_shared": NaiveSharedCVR, "esmm": ESMM,
+          "escm2_ips": ESCM2IPS, "mmoe": MMoE}
 
 
 def build_model(name: str, features: Sequence[Feature], config: ModelConfig,

@@ -14,7 +14,7 @@ import yaml
 
 from preprocessing.params import check_param
 
-MODEL_NAMES = ("naive", "esmm", "escm2_ips", "mmoe")
+MODEL_NAMES = ("naive", "naive_shared", "esmm", "escm2_ips", "mmoe")
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,8 @@ class ModelConfig:
         ips_clip: lower clip of pCTR in the ESCM2-IPS weights 1 / pCTR (our choice).
         ips_weight: weight of the ESCM2 counterfactual CVR risk.
         ctcvr_weight: weight of the CTCVR loss in entire-space models.
+        prior_bias_init: start each task's output bias at the logit of its training base rate
+            (our choice; the same for every model).
     """
 
     embedding_dim: int = 16
@@ -45,6 +47,7 @@ class ModelConfig:
     ips_clip: float = 0.05
     ips_weight: float = 1.0
     ctcvr_weight: float = 1.0
+    prior_bias_init: bool = True
 
     def __post_init__(self):
         object.__setattr__(self, "tower_units", tuple(self.tower_units))

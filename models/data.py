@@ -73,6 +73,25 @@ def batches(dataset, batch_size: int, shuffle: bool, seed: Optional[int] = None,
     loader.stop()
 
 
+def label_rates(data_dir: str, targets: Sequence[str], split: str = "train") -> Dict[str, float]:
+    """Base rates of a split: CTR over impressions, cart and purchase rates over clicks.
+
+    Keys are the target names; a rate with no denominator (no clicks) is omitted.
+    """
+    import pyarrow.parquet as pq
+    table = pq.read_table(split_parts(os.path.join(data_dir, split)),
+                          columns=list(targets))
+    cols = {t: np.asarray(table.column(t).to_numpy(), dtype=np.float64) for t in targets}
+    rates: Dict[str, float] = {}
+    if C.CLICK in cols and len(cols[C.CLICK]):
+        click = cols[C.CLICK]
+        rates[C.CLICK] = float(click.mean())
+        for t in targets:
+            if t != C.CLICK and click.sum() > 0:
+                rates[t] = float((cols[t] * click).sum() / click.sum())
+    return rates
+
+
 def features_and_targets(data_dir: str) -> Tuple[List[Feature], Tuple[str, ...], object]:
     """Model inputs, target columns and schema of a processed dataset directory."""
     spec = C.DatasetSpec.load(data_dir)

@@ -116,6 +116,9 @@ class Trainer:
             self.model(x)
             break
         self.model.optimizer.build(self.model.trainable_variables)
+        if self.mcfg.prior_bias_init:
+            from models.data import label_rates
+            self.model.set_prior_rates(label_rates(self.data_dir, self.targets))
 
     def fit(self, resume: bool = False) -> Dict:
         """Train until the epochs run out, ``max_steps`` or early stopping; returns metrics."""

@@ -93,6 +93,9 @@ class Effects:
     The ``*_click`` coefficients act on the click logit, ``*_cart`` on p(cart|click) and
     ``*_buy`` on p(purchase|cart). Intent raises all stages; clickiness, clickbait, creative
     appeal and position raise clicks only (clickbait lowers conversion): the selection bias.
+    ``appeal_quality_corr`` is the correlation of an item's creative appeal (a click factor)
+    with its quality (a conversion factor): good products tend to have good creatives, so what
+    the abundant clicks teach about an item carries over to its sparse conversions.
     """
 
     intent_click: float = 0.6
@@ -113,9 +116,12 @@ class Effects:
     evening_click: float = 0.15
     evening_conv: float = 0.10
     category_conv_sd: float = 0.5
+    appeal_quality_corr: float = 0.0
 
     def __post_init__(self):
         check_param(self.category_conv_sd >= 0, "category_conv_sd", ">= 0", self.category_conv_sd)
+        check_param(-1.0 < self.appeal_quality_corr < 1.0, "appeal_quality_corr", "in (-1, 1)",
+                    self.appeal_quality_corr)
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,8 @@ Hidden latent factors (never written as features):
 - user intent ``z`` (raises click, cart and purchase), clickiness ``c`` (raises clicks only),
   price sensitivity ``s``, engagement ``e``, a 4-d taste vector, three preferred categories;
 - item quality ``q`` (raises conversion), creative appeal ``a`` (raises clicks only), a 4-d
-  taste vector, and a price relative to its category.
+  taste vector, and a price relative to its category; appeal correlates with quality by
+  ``effects.appeal_quality_corr``.
 
 Observed features are noisy views of them:
 - advertiser side (the shop app's CRM): age, gender, city tier, purchase power, recent
@@ -165,7 +166,8 @@ class ItemCatalog:
         cfg, seed = self.config, self.seed
         cat = self.category_of(ids)
         q = hash_normal(ids, seed, "item.quality")
-        a = hash_normal(ids, seed, "item.appeal")
+        rho = cfg.effects.appeal_quality_corr
+        a = rho * q + np.sqrt(1.0 - rho * rho) * hash_normal(ids, seed, "item.appeal")
         rel = hash_normal(ids, seed, "item.price")
         taste = np.stack([hash_normal(ids, seed, f"item.taste{k}") for k in range(TASTE_DIM)], 1)
         feats = {

@@ -95,3 +95,46 @@ def test_unknown_model_name_is_rejected():
 
 def test_bce_clips_probabilities():
     assert np.isfinite(bce(tf.constant([1.0, 0.0]), tf.constant([0.0, 1.0])).numpy()).all()
+
+
+def _embedding_variables(model):
+    return {v.name for v in model.trainable_variables if "emb_" in v.name}
+
+
+def test_naive_cvr_tower_has_its_own_embeddings_and_its_loss_never_updates_the_ctr_ones():
+    model = build_model("naive", FEATURES, CFG, ("click", "purchase"))
+    x, y = _batch()
+    with tf.GradientTape() as tape:
+        out = model(x)
+        cvr_loss = tf.reduce_mean(bce(tf.cast(y["purchase"], tf.float32), out["pcvr"]))
+    ctr_tables = model.embed.trainable_variables
+    cvr_tables = model.cvr_embed.trainable_variables
+    assert ctr_tables and cvr_tables
+    assert not {v.ref() for v in ctr_tables} & {v.ref() for v in cvr_tables}
+    grads = tape.gradient(cvr_loss, ctr_tables)
+    assert all(g is None for g in grads)
+
+
+@pytest.mark.parametrize("name", ["naive_shared", "esmm", "escm2_ips"])
+def test_shared_embedding_models_feed_both_towers_from_one_input_layer(name):
+    model = build_model(name, FEATURES, CFG, ("click", "purchase"))
+    x, _ = _batch()
+    model(x)
+    assert model.cvr_embed is model.embed
+    assert len(_embedding_variables(model)) == 1
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_prior_rates_start_every_task_at_its_base_rate(name):
+    cfg = ModelConfig(embedding_dim=4, tower_units=(8,), mmoe_expert_units=(8,), mmoe_experts=2)
+    model = build_model(name, FEATURES, cfg, ("click", "cart", "purchase"))
+    x, _ = _batch(n=2048)
+    model(x)
+    for layer in model.output_layers().values():  # zero the weights: output = sigmoid(bias)
+        layer.kernel.assign(tf.zeros_like(layer.kernel))
+    model.set_prior_rates({"click": 0.04, "cart": 0.1, "purchase": 0.02})
+    out = model(x)
+    assert np.allclose(out["pctr"].numpy(), 0.04, atol=1e-6)
+    assert np.allclose(out["pcvr"].numpy(), 0.02, atol=1e-6)
+    if "pcart" in out:
+        assert np.allclose(out["pcart"].numpy(), 0.1, atol=1e-6)
