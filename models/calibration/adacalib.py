@@ -78,7 +78,7 @@ class AdaCalibConfig:
     hidden_units: Tuple[int, ...] = (32, 16)
     embedding_dim: int = 4
     max_iter: int = 150
-    l2: float = 1e-4
+    l2: float = 1e-6
     max_fit_rows: int = 0
     seed: int = 0
 

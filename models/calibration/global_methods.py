@@ -264,12 +264,18 @@ class GammaConfig:
 
     Args:
         max_iter: L-BFGS-B iterations.
+        max_fit_rows: fit on a random subset of at most this many rows (0 = all); three
+            parameters need far fewer rows than a 10M-row calibration split.
+        seed: seed of that subset.
     """
 
     max_iter: int = 500
+    max_fit_rows: int = 1_000_000
+    seed: int = 0
 
     def __post_init__(self):
         check_param(self.max_iter >= 1, "max_iter", ">= 1", self.max_iter)
+        check_param(self.max_fit_rows >= 0, "max_fit_rows", ">= 0", self.max_fit_rows)
 
 
 class GammaCalibrator(Calibrator):
@@ -292,6 +298,9 @@ class GammaCalibrator(Calibrator):
     def _fit_spec(self, p, y, cols):
         from scipy.optimize import minimize
 
+        from models.calibration.neucalib import subsample
+        idx = subsample(len(p), self.config.max_fit_rows, self.config.seed)
+        p, y = p[idx], y[idx]
         s = np.clip(p, DEFAULT_EPS, 1.0)
         ls = np.log(s)
         n = len(y)

@@ -44,7 +44,7 @@ class NeuCalibConfig:
     n_knots: int = 16
     l2: float = 10.0
     max_iter: int = 500
-    max_fit_rows: int = 2_000_000
+    max_fit_rows: int = 1_000_000
     seed: int = 0
 
     def __post_init__(self):

@@ -69,6 +69,7 @@ def test_artifact_reproduces_the_reported_calibrated_predictions(calibrated, tin
         pytest.approx(res["methods"]["adacalib"]["field_rce_app"], rel=1e-9)
 
 
+@pytest.mark.slow  # four prediction passes; the aggregation itself: test_calibration_report.py
 def test_several_runs_give_mean_std_and_the_adacalib_ratio(tmp_path, tiny_run,
                                                            small_processed):
     out = str(tmp_path / "multi")
