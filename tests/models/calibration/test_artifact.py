@@ -53,6 +53,12 @@ def test_artifact_module_imports_neither_tensorflow_nor_sklearn():
                         " a = u.module_from_spec(s); s.loader.exec_module(a)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
+    # the serving code imports it through the package
+    code = ("import sys; import models.calibration.artifact; "
+            "bad = [m for m in ('tensorflow', 'sklearn', 'scipy', 'pandas') if m in sys.modules];"
+            " print(bad); sys.exit(1 if bad else 0)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 0, out.stdout + out.stderr
 
 
 def test_transform_accepts_triton_shaped_batches(fitted, cal_data):
