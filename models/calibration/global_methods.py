@@ -38,14 +38,19 @@ class PlattConfig:
     Args:
         max_iter: Newton iterations (the problem has two parameters and is convex).
         tol: stop when the largest Newton step is below this.
+        max_fit_rows: fit on a random subset of at most this many rows (0 = all).
+        seed: seed of that subset.
     """
 
     max_iter: int = 100
     tol: float = 1e-10
+    max_fit_rows: int = 1_000_000
+    seed: int = 0
 
     def __post_init__(self):
         check_param(self.max_iter >= 1, "max_iter", ">= 1", self.max_iter)
         check_param(self.tol > 0, "tol", "> 0", self.tol)
+        check_param(self.max_fit_rows >= 0, "max_fit_rows", ">= 0", self.max_fit_rows)
 
 
 def fit_sigmoid(f: np.ndarray, t: np.ndarray, max_iter: int = 100,
@@ -99,6 +104,9 @@ class PlattCalibrator(Calibrator):
         return PlattConfig()
 
     def _fit_spec(self, p, y, cols):
+        from models.calibration.neucalib import subsample
+        idx = subsample(len(p), self.config.max_fit_rows, self.config.seed)
+        p, y = p[idx], y[idx]
         f = logit(p)
         n_pos = y.sum()
         n_neg = len(y) - n_pos
