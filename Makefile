@@ -10,6 +10,8 @@ ROWS ?= 500000
 SEED ?= 7
 DEMO_DIR ?= demo_out
 BENCH_ROWS ?= 1000000,10000000
+BENCH_DIR ?= bench_out
+BENCH_TRAIN_ROWS ?= 1000000
 PYTEST_ARGS ?=
 # In the NGC container the stack is already installed: `make demo USE_SYSTEM_PYTHON=1`.
 ifeq ($(USE_SYSTEM_PYTHON),1)
@@ -52,6 +54,10 @@ test: $(VENV_DEP)
 
 bench: $(VENV_DEP)
 	$(PY) -m benchmarks.run --rows $(BENCH_ROWS)
+	@if [ ! -f $(BENCH_DIR)/processed/manifest.json ]; then \
+	  $(PY) -m preprocessing.generate --rows $(BENCH_TRAIN_ROWS) --seed $(SEED) --out $(BENCH_DIR)/generated && \
+	  $(PY) -m preprocessing.run --input $(BENCH_DIR)/generated --out $(BENCH_DIR)/processed; fi
+	$(PY) -m benchmarks.train_bench --data $(BENCH_DIR)/processed
 
 clean:
-	rm -rf $(DEMO_DIR) .pytest_cache
+	rm -rf $(DEMO_DIR) $(BENCH_DIR) .pytest_cache
