@@ -412,6 +412,8 @@ def columns_from_tensors(tensors: Mapping[str, np.ndarray], inputs: Sequence[str
     for c in inputs:
         x = np.asarray(tensors[c])
         rows = x.shape[0] if x.ndim else 0
+        if rows == 0:
+            raise RequestError("empty batch: a request must hold at least one row")
         if batch is None:
             batch = rows
         elif rows != batch:

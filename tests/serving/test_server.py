@@ -127,7 +127,7 @@ def test_bad_request_gets_an_error_and_the_server_still_answers(http, small_proc
     from tritonclient.utils import InferenceServerException
     good = _good(http, small_processed)
     tensors, needle = _bad_cases(good)[case]
-    with pytest.raises(InferenceServerException, match=needle):
+    with pytest.raises(InferenceServerException, match=needle or None):
         _send(http, tensors)
     out = http.infer_tensors(good)
     assert out["pcvr"].shape == (4,) and np.isfinite(out["pcvr"]).all()
@@ -158,4 +158,4 @@ def test_a_broken_repository_fails_with_the_log_tail(tmp_path):
     (bad / "1").mkdir(parents=True)
     (bad / "config.pbtxt").write_text('name: "broken"\nbackend: "python"\nmax_batch_size: 0\n')
     with pytest.raises(ServerError, match="last .* lines"):
-        TritonServer(str(tmp_path / "repo")).start(timeout=60)
+        TritonServer(str(tmp_path / "repo")).start(timeout=20)
