@@ -105,8 +105,8 @@ class Effects:
     affinity_click: float = 0.5
     affinity_cart: float = 0.8
     affinity_buy: float = 0.3
-    quality_cart: float = 0.4
-    quality_buy: float = 0.5
+    quality_cart: float = 0.6
+    quality_buy: float = 0.8
     price_cart: float = 0.35
     price_buy: float = 0.45
     appeal_click: float = 0.4
@@ -116,7 +116,7 @@ class Effects:
     evening_click: float = 0.15
     evening_conv: float = 0.10
     category_conv_sd: float = 0.5
-    appeal_quality_corr: float = 0.0
+    appeal_quality_corr: float = 0.7
 
     def __post_init__(self):
         check_param(self.category_conv_sd >= 0, "category_conv_sd", ">= 0", self.category_conv_sd)
