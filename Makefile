@@ -47,6 +47,9 @@ demo: $(VENV_DEP)
 	$(PY) -m models.train --model naive --data $(DEMO_DIR)/processed --out $(DEMO_DIR)/runs/naive --seed $(SEED) --config models/configs/demo.yaml
 	$(PY) -m models.train --model esmm --data $(DEMO_DIR)/processed --out $(DEMO_DIR)/runs/esmm --seed $(SEED) --config models/configs/demo.yaml
 	$(PY) -m models.evaluate --runs $(DEMO_DIR)/runs/naive $(DEMO_DIR)/runs/esmm --data $(DEMO_DIR)/processed --out $(DEMO_DIR)/report
+	$(PY) -m models.calibrate --method all --run $(DEMO_DIR)/runs/esmm --data $(DEMO_DIR)/processed --field app_id,category_id --out $(DEMO_DIR)/calibration
+	$(PY) -m serving.export --run $(DEMO_DIR)/runs/esmm --workflow $(DEMO_DIR)/processed/workflow --calibrator $(DEMO_DIR)/calibration/adacalib --out $(DEMO_DIR)/triton_repo
+	$(PY) -m serving.demo --repo $(DEMO_DIR)/triton_repo --input $(DEMO_DIR)/generated/day_006.parquet --rows 5
 
 test: $(VENV_DEP)
 	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
@@ -58,6 +61,12 @@ bench: $(VENV_DEP)
 	  $(PY) -m preprocessing.generate --rows $(BENCH_TRAIN_ROWS) --seed $(SEED) --out $(BENCH_DIR)/generated && \
 	  $(PY) -m preprocessing.run --input $(BENCH_DIR)/generated --out $(BENCH_DIR)/processed; fi
 	$(PY) -m benchmarks.train_bench --data $(BENCH_DIR)/processed
+	$(PY) -m benchmarks.calibration_bench --rows 10000000
+	@dpkg -s libb64-0d >/dev/null 2>&1 || apt-get install -y libb64-0d || \
+	  { echo "perf_analyzer needs Debian's libb64-0d: sudo apt-get install -y libb64-0d"; exit 1; }
+	@if [ ! -f $(BENCH_DIR)/runs/esmm/metrics.json ]; then \
+	  $(PY) -m models.train --model esmm --data $(BENCH_DIR)/processed --out $(BENCH_DIR)/runs/esmm --seed $(SEED) --config models/configs/demo.yaml; fi
+	$(PY) -m benchmarks.serving_bench --run $(BENCH_DIR)/runs/esmm --workflow $(BENCH_DIR)/processed/workflow
 
 clean:
 	rm -rf $(DEMO_DIR) $(BENCH_DIR) .pytest_cache

@@ -113,7 +113,9 @@ class TritonServer:
         self.metrics_port = metrics_port or free_port(host)
         self.log_path = log_path or tempfile.mkstemp(prefix="tritonserver-", suffix=".log")[1]
         self.process: Optional[subprocess.Popen] = None
-        self.exit_timeout = 10  # seconds Triton waits for open connections at shutdown
+        # Seconds Triton waits at shutdown for in-flight requests and for the Python-backend
+        # stubs to finalize (a stub holding TensorFlow can take well over 10 s on a loaded host).
+        self.exit_timeout = 60
 
     @property
     def http_url(self) -> str:
@@ -171,7 +173,7 @@ class TritonServer:
     def pid(self) -> Optional[int]:
         return self.process.pid if self.process else None
 
-    def stop(self, grace: float = 40.0) -> Optional[int]:
+    def stop(self, grace: float = 90.0) -> Optional[int]:
         """SIGTERM (Triton's graceful shutdown), then SIGKILL after ``grace`` seconds."""
         if not self.process or self.process.poll() is not None:
             return self.process.returncode if self.process else None
