@@ -1,24 +1,27 @@
 """AdaCalib: posterior-guided, field-adaptive calibration (Wei et al., SIGIR 2022).
 
-One monotone piecewise-linear calibration function per value of a field (media app, category),
-plus a global one for values that the calibration split did not have enough of (or at all).
+One strictly increasing piecewise-linear calibration function per value of a field (media
+app, category), shrunk toward a global one by how many positives the value has; unseen values
+use the global one.
 Design (``/work/shared/reference/algorithms.md``, section AdaCalib; the choices are ours):
 
 1. **Adaptive buckets.** For each group ``g`` (a field value, or the global group of all rows)
    the rows are sorted by the base logit ``x = logit(p)`` and cut into ``K_g`` equal-frequency
    buckets. ``K_g`` is the largest of ``bucket_candidates`` with at least
    ``min_positives_per_bucket`` positives per bucket on average, so that every bucket's
-   posterior is reliable. A value with too few positives for the smallest candidate has no
-   function of its own and uses the global one (so does an unseen value).
+   posterior is reliable. A value with too few positives for the smallest candidate gets no
+   key points of its own, only a level correction (step 6).
 2. **Posterior statistics.** Per bucket: rows, positives, mean base probability, and the
    posterior rate ``(pos + m mean_p) / (n + m)`` (``m = prior_strength`` pseudo-rows).
 3. **Key points from an MLP.** An MLP maps [bucket statistics, group embedding] to an offset
    ``o`` and a raw increment ``u`` per bucket. Key points (logits) at the bucket boundaries
    ``x_0 < ... < x_K``: ``c_0 = x_0 + o_1`` and
-   ``c_k = c_{k-1} + (x_k - x_{k-1}) * softplus(u_k + log(e - 1))``: non-negative increments,
-   so ``c`` is non-decreasing; with a zero last layer the function starts as the identity.
-   The calibrated logit is the linear interpolation of the key points inside the bucket
-   (constant beyond ``x_0`` and ``x_K``).
+   ``c_k = c_{k-1} + (x_k - x_{k-1}) * (min_slope + softplus(u_k + s))`` with ``s`` such that
+   a zero output gives slope 1: every bucket's slope is at least ``min_slope`` > 0, so ``c`` is
+   strictly increasing (flat pieces would tie rows and lower AUC); with a zero last layer the
+   function starts as the identity. The calibrated logit is the linear interpolation of the key
+   points inside the bucket; beyond the fitted range it continues with slope 1 for
+   ``tail_width`` logits (not flat).
 4. **Training.** Cross-entropy on the calibration split, of the row's own value function (when
    it has one) and of the global function (always), minimised by L-BFGS (full batch). The calibrated logit is
    linear in the position ``t`` inside a bucket, so rows are aggregated per bucket into
@@ -32,6 +35,16 @@ Design (``/work/shared/reference/algorithms.md``, section AdaCalib; the choices 
    field's calibrated output is the second field's input, and so on. Each step is monotone,
    so the composition is monotone; each later field corrects what the earlier ones left
    (one backfitting pass), and an unseen value at any step uses that step's global function.
+6. **Shrinkage toward the global function** (our choice; robustness at small per-value
+   data). Let ``G`` be the global function. Each seen value ``v`` gets a level offset ``o_v``
+   (in logits) such that its expected positives ``E_v = sum sigmoid(G(x_i))`` are multiplied
+   by the Gamma-Poisson posterior mean ``(pos_v + shrink_level) / (E_v + shrink_level)``
+   (prior: multiplier 1); a value with buckets of its own (key points ``F_v``) then gets
+   ``(1 - w_v) (G + o_v) + w_v F_v`` with ``w_v = pos_v / (pos_v + shrink_shape)``. A convex
+   blend of increasing piecewise-linear functions is increasing and piecewise linear on the
+   union of their knots, so it is exported exactly. There is no hard fallback for seen values:
+   a value with 2 positives gets a small, shrunk level correction, one with 1000 its own shape.
+   Only unseen values use ``G`` alone.
 
 Once trained, the key points are fixed: the export is one ``per_value`` stage per field
 (knots in logit space per value, global fallback), evaluated with numpy only.
@@ -70,6 +83,16 @@ class AdaCalibConfig:
         l2: L2 penalty on the MLP weights and embeddings.
         max_fit_rows: train the MLP on at most this many rows (0 = all); statistics use all.
         seed: seed of the subsample and of the initialisation.
+        shrink_level: Gamma-Poisson prior strength (in expected positives) of a value's level
+            correction: the value's rate multiplier over the global function is
+            ``(positives + shrink_level) / (expected + shrink_level)``, so a value with few
+            positives stays near the global function instead of a hard fallback.
+        shrink_shape: positives at which a value's own (MLP) function gets half the weight; the
+            rest goes to the global function shifted to the value's level.
+        min_slope: smallest slope (calibrated logit per base logit) inside a bucket, so that the
+            functions are strictly increasing (no ties, which would lower AUC).
+        tail_width: the functions continue with slope 1 for this many logits beyond the
+            fitted range (instead of flat ends that tie every row out there).
     """
 
     bucket_candidates: Tuple[int, ...] = (2, 4, 8, 16, 32)
@@ -81,6 +104,10 @@ class AdaCalibConfig:
     l2: float = 1e-6
     max_fit_rows: int = 0
     seed: int = 0
+    shrink_level: float = 10.0
+    shrink_shape: float = 30.0
+    min_slope: float = 0.02
+    tail_width: float = 20.0
 
     def __post_init__(self):
         object.__setattr__(self, "bucket_candidates", tuple(self.bucket_candidates))
@@ -98,6 +125,10 @@ class AdaCalibConfig:
         check_param(self.max_iter >= 0, "max_iter", ">= 0", self.max_iter)
         check_param(self.l2 >= 0, "l2", ">= 0", self.l2)
         check_param(self.max_fit_rows >= 0, "max_fit_rows", ">= 0", self.max_fit_rows)
+        check_param(self.shrink_level > 0, "shrink_level", "> 0", self.shrink_level)
+        check_param(self.shrink_shape > 0, "shrink_shape", "> 0", self.shrink_shape)
+        check_param(0 <= self.min_slope < 1, "min_slope", "in [0, 1)", self.min_slope)
+        check_param(self.tail_width >= 0, "tail_width", ">= 0", self.tail_width)
 
 
 def choose_buckets(n_pos: float, candidates: Tuple[int, ...], min_pos: int) -> int:
@@ -204,8 +235,10 @@ class KeyPointNet:
             h = np.tanh(h @ p[f"W{i}"] + p[f"b{i}"])
             hs.append(h)
         out = h @ p["Wo"] + p["bo"]
-        u = out[:, 1] + _SOFTPLUS_ONE
-        d = self.widths * np.logaddexp(0.0, u)
+        # slope min_slope + softplus(.) > 0 in every bucket; exactly 1 at a zero output
+        ms = self.cfg.min_slope
+        u = out[:, 1] + math.log(math.expm1(1.0 - ms))
+        d = self.widths * (np.logaddexp(0.0, u) + ms)
         c0 = self.x0 + out[self.first_seg, 0]
         cum = np.cumsum(d)
         before_group = np.concatenate(([0.0], cum))[self.seg_start[:-1]]
@@ -340,23 +373,98 @@ class AdaCalibCalibrator(Calibrator):
     def _fit_spec(self, p, y, cols):
         cfg = self.config
         stages: List[Dict[str, Any]] = []
-        meta: Dict[str, Any] = {"buckets": {}}
+        meta: Dict[str, Any] = {"buckets": {}, "level_multiplier": {}, "shape_weight": {}}
         q = p
         for f in self.fields:
             x = logit(q)
             glob, groups = _build_groups(x, y, cols[f], cfg)
             keys = _fit_key_points(x, y, glob, groups, cfg)
-            stage = {"type": "per_value", "field": f, "x_space": "logit", "y_space": "logit",
-                     "values": [g.value for g in groups],
-                     "x": [_floats(g.knots) for g in groups],
-                     "y": [_floats(c) for c in keys[1:]],
-                     "fallback": {"kind": "interp", "x_space": "logit", "y_space": "logit",
-                                  "x": _floats(glob.knots), "y": _floats(keys[0])}}
+            stage, info = _per_value_stage(f, x, y, cols[f], glob, groups, keys, cfg)
             stages.append(stage)
             meta["buckets"][f] = {"global": len(glob.knots) - 1,
                                   **{str(g.value): len(g.knots) - 1 for g in groups}}
+            meta["level_multiplier"][f] = info["level_multiplier"]
+            meta["shape_weight"][f] = info["shape_weight"]
             # the next field calibrates this field's output (chaining)
             partial = {"format": "extcvr.calibrator", "format_version": 1, "fields": [f],
                        "stages": [stage]}
             q = ArtifactCalibrator(partial).transform(q, {f: cols[f]})
         return stages, meta
+
+
+def with_tails(knots: np.ndarray, c: np.ndarray, lo: float, hi: float
+               ) -> Tuple[np.ndarray, np.ndarray]:
+    """Knots extended with slope 1 down to ``lo`` and up to ``hi`` (no flat ends)."""
+    left, right = knots[0] - lo, hi - knots[-1]
+    kx, ky = [knots], [c]
+    if left > 0:
+        kx.insert(0, [lo])
+        ky.insert(0, [c[0] - left])
+    if right > 0:
+        kx.append([hi])
+        ky.append([c[-1] + right])
+    return np.concatenate(kx), np.concatenate(ky)
+
+
+def level_offset(g: np.ndarray, n_pos: float, tau: float) -> Tuple[float, float]:
+    """Logit offset ``o`` (and the rate multiplier) with ``sum sigmoid(g + o)`` equal to the
+    expected positives ``E = sum sigmoid(g)`` times the Gamma-Poisson posterior mean
+    ``(n_pos + tau) / (E + tau)`` of the value's rate multiplier (prior mean 1)."""
+    e = float(sigmoid(g).sum())
+    mult = (n_pos + tau) / (e + tau)
+    target = min(max(e * mult, 1e-9), len(g) * (1 - 1e-9))
+    o = 0.0
+    for _ in range(50):                      # Newton on a convex, increasing function of o
+        s = sigmoid(g + o)
+        diff = float(s.sum()) - target
+        slope = float((s * (1 - s)).sum())
+        if slope <= 0:
+            break
+        step = float(np.clip(diff / slope, -2.0, 2.0))
+        o -= step
+        if abs(step) < 1e-10:
+            break
+    return o, mult
+
+
+def _per_value_stage(field: str, x: np.ndarray, y: np.ndarray, col: np.ndarray, glob: _Group,
+                     groups: List[_Group], keys: List[np.ndarray], cfg: AdaCalibConfig):
+    """The exported stage of one field: per value, the blend
+    ``(1 - w) (g + o) + w f`` of the global function ``g`` shifted to the value's shrunk level
+    ``o`` and the value's own key-point function ``f`` (when it has buckets), with weight
+    ``w = pos / (pos + shrink_shape)``. A convex blend of non-decreasing piecewise-linear
+    functions is non-decreasing and piecewise linear on the union of their knots, so it is
+    exported exactly as knots. Every seen value gets a function; unseen ones the global."""
+    lo, hi = glob.knots[0] - cfg.tail_width, glob.knots[-1] + cfg.tail_width
+    gx, gy = with_tails(glob.knots, keys[0], lo, hi)
+    own = {g.value: (g, c) for g, c in zip(groups, keys[1:])}
+    vals, code = np.unique(col, return_inverse=True)
+    code = code.reshape(-1)
+    order = np.argsort(code, kind="stable")
+    counts = np.bincount(code, minlength=len(vals))
+    g_all = np.interp(x, gx, gy)
+    xs_out, ys_out, mults, weights = [], [], {}, {}
+    start = 0
+    for v, c in zip(vals, counts):
+        rows = order[start:start + c]
+        start += c
+        n_pos = float(y[rows].sum())
+        o, mult = level_offset(g_all[rows], n_pos, cfg.shrink_level)
+        mults[str(int(v))] = mult
+        if int(v) in own:
+            grp, key = own[int(v)]
+            fx, fy = with_tails(grp.knots, key, lo, hi)     # same ends as the global
+            w = n_pos / (n_pos + cfg.shrink_shape)
+            kx = np.union1d(gx, fx)
+            ky = (1 - w) * (np.interp(kx, gx, gy) + o) + w * np.interp(kx, fx, fy)
+        else:
+            w = 0.0
+            kx, ky = gx, gy + o
+        weights[str(int(v))] = w
+        xs_out.append(_floats(kx))
+        ys_out.append(_floats(np.maximum.accumulate(ky)))
+    stage = {"type": "per_value", "field": field, "x_space": "logit", "y_space": "logit",
+             "values": [int(v) for v in vals], "x": xs_out, "y": ys_out,
+             "fallback": {"kind": "interp", "x_space": "logit", "y_space": "logit",
+                          "x": _floats(gx), "y": _floats(gy)}}
+    return stage, {"level_multiplier": mults, "shape_weight": weights}

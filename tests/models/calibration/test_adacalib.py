@@ -19,7 +19,7 @@ def ada(cal_data):
 def test_bucket_count_is_the_largest_candidate_with_enough_positives():
     assert choose_buckets(400, (2, 4, 8, 16, 32), 10) == 32
     assert choose_buckets(100, (2, 4, 8, 16, 32), 10) == 8
-    assert choose_buckets(19, (2, 4, 8, 16, 32), 10) == 0
+    assert choose_buckets(19, (2, 4, 8, 16, 32), 10) == 0    # level correction only
 
 
 def test_values_with_more_data_get_more_buckets(ada):
@@ -66,7 +66,30 @@ def test_zero_iterations_is_the_identity_inside_the_data_range(cal_data):
     (p, y, f), _ = cal_data
     cal = make_calibrator("adacalib", ("app_id",), AdaCalibConfig(max_iter=0)).fit(p, y, f)
     inside = (p > 0.01) & (p < 0.1)
-    np.testing.assert_allclose(cal.transform(p, f)[inside], p[inside], rtol=1e-9)
+    unseen = {"app_id": np.full(len(p), 42)}                  # the global function alone
+    np.testing.assert_allclose(cal.transform(p, unseen)[inside], p[inside], rtol=1e-9)
+
+
+def test_functions_are_strictly_increasing_with_slope_one_tails(ada):
+    stage = ada.spec_["stages"][0]
+    for x, yk in zip(stage["x"] + [stage["fallback"]["x"]], stage["y"] + [stage["fallback"]["y"]]):
+        slopes = np.diff(yk) / np.diff(x)
+        assert slopes.min() > 0                               # no flat segment, no ties
+        assert slopes[0] == pytest.approx(1.0) and slopes[-1] == pytest.approx(1.0)
+    z = np.linspace(-12, 2, 2000)                             # also beyond the data range
+    q = ada.transform(1 / (1 + np.exp(-z)), {"app_id": np.full(len(z), 3)})
+    assert np.all(np.diff(q) > 0)
+
+
+def test_level_offset_is_the_gamma_poisson_posterior_mean():
+    from models.calibration.adacalib import level_offset
+    g = np.full(1000, -3.0)                                   # 47.4 expected positives
+    e = 1000 / (1 + np.exp(3.0))
+    o, mult = level_offset(g, 2 * e, tau=10.0)
+    assert mult == pytest.approx((2 * e + 10) / (e + 10))
+    assert (1 / (1 + np.exp(-(g + o)))).sum() == pytest.approx(mult * e, rel=1e-9)
+    o0, mult0 = level_offset(g, 0.0, tau=10.0)                # no positives: finite, shrunk
+    assert np.isfinite(o0) and mult0 == pytest.approx(10 / (e + 10))
 
 
 def test_adacalib_fixes_per_app_miscalibration_that_platt_leaves(ada, cal_data):
@@ -89,7 +112,7 @@ def test_unseen_value_falls_back_to_the_global_function(ada, cal_data):
     np.testing.assert_allclose(q_unseen, expected, rtol=1e-12)
 
 
-def test_value_with_too_few_positives_uses_the_global_function(cal_data):
+def test_value_with_few_positives_is_shrunk_toward_the_global_function(cal_data):
     (p, y, f), _ = cal_data
     f = dict(f)
     app = f["app_id"].copy()
@@ -97,7 +120,13 @@ def test_value_with_too_few_positives_uses_the_global_function(cal_data):
     app[rare] = 99                                            # 5 rows, 5 positives
     f["app_id"] = app
     cal = make_calibrator("adacalib", ("app_id",)).fit(p, y, f)
-    assert 99 not in cal.spec_["stages"][0]["values"]
+    assert 99 not in cal.spec_["meta"]["buckets"]["app_id"]  # no buckets of its own
+    assert cal.spec_["meta"]["shape_weight"]["app_id"]["99"] == 0.0
+    # a level correction only, bounded by the prior: (5 + 10) / (expected + 10) < 1.5
+    assert 1.0 < cal.spec_["meta"]["level_multiplier"]["app_id"]["99"] < 1.5
+    glob = cal.transform(p[rare], {"app_id": np.full(5, 42)})
+    own = cal.transform(p[rare], {"app_id": np.full(5, 99)})
+    assert np.all(own > glob) and np.all(own < 1.6 * glob)
 
 
 def test_two_fields_are_chained_and_both_are_needed(cal_data):
