@@ -86,7 +86,11 @@ class AdaCalibConfig:
         shrink_level: Gamma-Poisson prior strength (in expected positives) of a value's level
             correction: the value's rate multiplier over the global function is
             ``(positives + shrink_level) / (expected + shrink_level)``, so a value with few
-            positives stays near the global function instead of a hard fallback.
+            positives stays near the global function instead of a hard fallback. ``"auto"``:
+            empirical Bayes, ``1 /`` the between-value variance of the multiplier estimated
+            by moments (what the observed spread exceeds Poisson noise by), clipped to
+            ``[shrink_level_min, 1e6]``.
+        shrink_level_min: the smallest prior strength ``"auto"`` may choose.
         shrink_shape: positives at which a value's own (MLP) function gets half the weight; the
             rest goes to the global function shifted to the value's level.
         min_slope: smallest slope (calibrated logit per base logit) inside a bucket, so that the
@@ -104,7 +108,8 @@ class AdaCalibConfig:
     l2: float = 1e-6
     max_fit_rows: int = 0
     seed: int = 0
-    shrink_level: float = 10.0
+    shrink_level: Any = "auto"
+    shrink_level_min: float = 3.0
     shrink_shape: float = 30.0
     min_slope: float = 0.02
     tail_width: float = 20.0
@@ -125,7 +130,10 @@ class AdaCalibConfig:
         check_param(self.max_iter >= 0, "max_iter", ">= 0", self.max_iter)
         check_param(self.l2 >= 0, "l2", ">= 0", self.l2)
         check_param(self.max_fit_rows >= 0, "max_fit_rows", ">= 0", self.max_fit_rows)
-        check_param(self.shrink_level > 0, "shrink_level", "> 0", self.shrink_level)
+        check_param(self.shrink_level == "auto" or (
+            isinstance(self.shrink_level, (int, float)) and self.shrink_level > 0),
+            "shrink_level", "'auto' or a number > 0", self.shrink_level)
+        check_param(self.shrink_level_min > 0, "shrink_level_min", "> 0", self.shrink_level_min)
         check_param(self.shrink_shape > 0, "shrink_shape", "> 0", self.shrink_shape)
         check_param(0 <= self.min_slope < 1, "min_slope", "in [0, 1)", self.min_slope)
         check_param(self.tail_width >= 0, "tail_width", ">= 0", self.tail_width)
@@ -385,6 +393,7 @@ class AdaCalibCalibrator(Calibrator):
                                   **{str(g.value): len(g.knots) - 1 for g in groups}}
             meta["level_multiplier"][f] = info["level_multiplier"]
             meta["shape_weight"][f] = info["shape_weight"]
+            meta.setdefault("shrink_level", {})[f] = info["shrink_level"]
             # the next field calibrates this field's output (chaining)
             partial = {"format": "extcvr.calibrator", "format_version": 1, "fields": [f],
                        "stages": [stage]}
@@ -443,13 +452,17 @@ def _per_value_stage(field: str, x: np.ndarray, y: np.ndarray, col: np.ndarray, 
     order = np.argsort(code, kind="stable")
     counts = np.bincount(code, minlength=len(vals))
     g_all = np.interp(x, gx, gy)
+    expected = np.bincount(code, weights=sigmoid(g_all), minlength=len(vals))
+    observed = np.bincount(code, weights=y, minlength=len(vals))
+    tau = (empirical_bayes_strength(observed, expected, cfg.shrink_level_min)
+           if cfg.shrink_level == "auto" else float(cfg.shrink_level))
     xs_out, ys_out, mults, weights = [], [], {}, {}
     start = 0
     for v, c in zip(vals, counts):
         rows = order[start:start + c]
         start += c
         n_pos = float(y[rows].sum())
-        o, mult = level_offset(g_all[rows], n_pos, cfg.shrink_level)
+        o, mult = level_offset(g_all[rows], n_pos, tau)
         mults[str(int(v))] = mult
         if int(v) in own:
             grp, key = own[int(v)]
@@ -467,4 +480,24 @@ def _per_value_stage(field: str, x: np.ndarray, y: np.ndarray, col: np.ndarray, 
              "values": [int(v) for v in vals], "x": xs_out, "y": ys_out,
              "fallback": {"kind": "interp", "x_space": "logit", "y_space": "logit",
                           "x": _floats(gx), "y": _floats(gy)}}
-    return stage, {"level_multiplier": mults, "shape_weight": weights}
+    return stage, {"level_multiplier": mults, "shape_weight": weights, "shrink_level": tau}
+
+
+def empirical_bayes_strength(observed: np.ndarray, expected: np.ndarray,
+                             lo: float = 3.0, hi: float = 1e6) -> float:
+    """Gamma(tau, tau) prior strength of the per-value rate multipliers, by moments.
+
+    With ``r_v = observed_v / expected_v`` and ``m`` the pooled multiplier, Poisson noise alone
+    gives ``E[sum_v expected_v (r_v - m)^2] ~ (V - 1) m`` for ``V`` values; the excess over
+    that, per expected positive, estimates the prior variance ``1 / tau``. No excess (the
+    values differ no more than noise) gives ``hi``: every value keeps the global level.
+    """
+    keep = expected > 0
+    e, o = expected[keep], observed[keep]
+    if len(e) < 2 or e.sum() <= 0:
+        return hi
+    m = o.sum() / e.sum()
+    excess = float(np.sum(e * (o / e - m) ** 2) - (len(e) - 1) * m)
+    if excess <= 0:
+        return hi
+    return float(np.clip(e.sum() / excess, lo, hi))

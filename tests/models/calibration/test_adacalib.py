@@ -119,7 +119,7 @@ def test_value_with_few_positives_is_shrunk_toward_the_global_function(cal_data)
     rare = np.flatnonzero(y == 1)[:5]
     app[rare] = 99                                            # 5 rows, 5 positives
     f["app_id"] = app
-    cal = make_calibrator("adacalib", ("app_id",)).fit(p, y, f)
+    cal = make_calibrator("adacalib", ("app_id",), AdaCalibConfig(shrink_level=10.0)).fit(p, y, f)
     assert 99 not in cal.spec_["meta"]["buckets"]["app_id"]  # no buckets of its own
     assert cal.spec_["meta"]["shape_weight"]["app_id"]["99"] == 0.0
     # a level correction only, bounded by the prior: (5 + 10) / (expected + 10) < 1.5
@@ -127,6 +127,17 @@ def test_value_with_few_positives_is_shrunk_toward_the_global_function(cal_data)
     glob = cal.transform(p[rare], {"app_id": np.full(5, 42)})
     own = cal.transform(p[rare], {"app_id": np.full(5, 99)})
     assert np.all(own > glob) and np.all(own < 1.6 * glob)
+
+
+def test_empirical_bayes_strength_follows_the_spread_beyond_poisson_noise():
+    from models.calibration.adacalib import empirical_bayes_strength
+    rng = np.random.default_rng(0)
+    expected = np.array([400.0, 300.0, 200.0, 100.0, 50.0] * 4)
+    same = rng.poisson(expected).astype(float)                # no real differences
+    spread = rng.poisson(expected * np.exp(rng.normal(0, 0.4, 20))).astype(float)
+    assert empirical_bayes_strength(same, expected) > 30      # ~no per-value correction
+    assert 2 < empirical_bayes_strength(spread, expected) < 20  # prior variance ~0.4^2
+    assert empirical_bayes_strength(np.array([5.0]), np.array([3.0])) == 1e6
 
 
 def test_two_fields_are_chained_and_both_are_needed(cal_data):
@@ -140,6 +151,8 @@ def test_two_fields_are_chained_and_both_are_needed(cal_data):
 
 
 @pytest.mark.parametrize("bad", [dict(bucket_candidates=(4, 2)), dict(bucket_candidates=()),
+                                 dict(shrink_level="x"), dict(shrink_level=0.0),
+                                 dict(min_slope=1.0), dict(shrink_shape=0.0),
                                  dict(min_positives_per_bucket=0), dict(max_iter=-1),
                                  dict(hidden_units=(0,))])
 def test_config_is_validated(bad):
