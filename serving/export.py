@@ -15,7 +15,10 @@ The repository (written to a staging directory and renamed into place) holds:
   ``[B, W]`` int64 plus ``name__lengths`` ``[B, 1]``); outputs ``pctr``, ``pcvr`` (calibrated)
   and ``pctcvr`` ``[B, 1]`` float32.
 - ``preprocess`` (Python backend): the NVTabular workflow of ``WF_DIR`` (copied), per request.
-- ``predict``: ``--target cpu``: Python backend running the run's SavedModel (copied);
+- ``predict``: ``--target cpu``: Python backend running the run's model with ONNX Runtime
+  (``--runtime onnx``, the default: tf2onnx's conversion of the SavedModel, refused unless it
+  matches TensorFlow within 1e-5 on processed test rows; see ``serving/onnx_export.py``) or
+  the SavedModel itself (``--runtime tf``);
   ``--target ngc``: ``platform: "tensorflow_savedmodel"`` on a batched wrapper of the
   SavedModel (``model.savedmodel``), for the NGC tritonserver (written, not run here: this
   machine has no TF backend).
@@ -48,6 +51,7 @@ from preprocessing.report import print_table
 TEMPLATE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "triton_models", "model.py")
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENSEMBLE = "extcvr"
+RUNTIMES = ("onnx", "tf")
 STEPS = ("preprocess", "predict", "calibrate")
 OUTPUTS = ("pctr", "pcvr", "pctcvr")
 TYPES = {"int64": "TYPE_INT64", "float32": "TYPE_FP32"}
@@ -128,12 +132,14 @@ def export(run_dir: str, workflow_dir: str, out: str, calibrator: Optional[str] 
            target: str = "cpu", max_batch_size: int = 1024, instances: Optional[Dict] = None,
            delay_us: int = 100, nullable="auto", max_list: Optional[int] = None,
            executor: str = "lean", spec_dir: Optional[str] = None,
-           tf_threads: int = 1) -> Dict:
+           tf_threads: int = 1, runtime: str = "onnx") -> Dict:
     """Write the model repository; returns a summary dict (see the module docstring)."""
     if target not in ("cpu", "ngc"):
         raise ValueError(f"--target must be 'cpu' or 'ngc'; got {target!r}")
     if max_batch_size < 1:
         raise ValueError(f"--max-batch-size must be >= 1; got {max_batch_size}")
+    if runtime not in RUNTIMES:
+        raise ValueError(f"--runtime must be one of {RUNTIMES}; got {runtime!r}")
     instances = instances or {s: 1 for s in STEPS}
     proc_dir = os.path.dirname(os.path.abspath(workflow_dir))
     spec = C.DatasetSpec.load(spec_dir or proc_dir)
@@ -188,6 +194,7 @@ def export(run_dir: str, workflow_dir: str, out: str, calibrator: Optional[str] 
                 for c, d in processed.items()]
 
     mb = max_batch_size
+    onnx_max_diff = None
     with atomic_output_dir(out) as stage:
         def version_dir(step: str, settings: Dict) -> str:
             d = os.path.join(stage, step, "1")
@@ -209,8 +216,18 @@ def export(run_dir: str, workflow_dir: str, out: str, calibrator: Optional[str] 
         pred_out = [_tensor("pctr", "float32", [1]), _tensor("pcvr", "float32", [1])]
         if target == "cpu":
             d = version_dir("predict", {"signature": signature, "multihot": multihot,
-                                        "max_list": max_list, "tf_threads": tf_threads})
-            shutil.copytree(os.path.join(run_dir, "saved_model"), os.path.join(d, "saved_model"))
+                                        "max_list": max_list, "tf_threads": tf_threads,
+                                        "runtime": runtime})
+            saved_model = os.path.join(run_dir, "saved_model")
+            shutil.copytree(saved_model, os.path.join(d, "saved_model"))
+            if runtime == "onnx":
+                from serving.onnx_export import (check_against_tensorflow, convert_saved_model,
+                                                 processed_feed)
+                onnx_path = os.path.join(d, "model.onnx")
+                convert_saved_model(saved_model, onnx_path)
+                onnx_max_diff = check_against_tensorflow(
+                    saved_model, onnx_path,
+                    processed_feed(proc_dir, signature["inputs"], multihot))
             with open(os.path.join(stage, "predict", "config.pbtxt"), "w") as fh:
                 fh.write(_python_config("predict", mb, proc_tensors(), pred_out,
                                         instances["predict"], delay_us))
@@ -262,6 +279,8 @@ def export(run_dir: str, workflow_dir: str, out: str, calibrator: Optional[str] 
                        "target": target, "max_batch_size": mb, "instances": instances,
                        "max_queue_delay_us": delay_us, "nullable": list(nullable),
                        "max_list": max_list, "executor": executor, "fields": fields,
+                       "runtime": runtime if target == "cpu" else "tensorflow_savedmodel",
+                       "onnx_max_abs_diff": onnx_max_diff,
                        "inputs": {n: ("int64" if n.endswith("__lengths") else raw_types[n])
                                   for n in raw_names},
                        "multihot": multihot}, fh, indent=2)
@@ -315,19 +334,25 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--max-list", type=int, default=None)
     parser.add_argument("--executor", default="lean", choices=("lean", "merlin"))
     parser.add_argument("--tf-threads", type=int, default=1,
-                        help="TensorFlow intra/inter-op threads per predict instance (0 = TF's)")
+                        help="intra/inter-op threads per predict instance (0 = the runtime's)")
+    parser.add_argument("--runtime", default="onnx", choices=RUNTIMES,
+                        help="what runs the model in the CPU target's predict step")
     args = parser.parse_args(argv)
     try:
         info = export(args.run, args.workflow, args.out, args.calibrator, args.target,
                       args.max_batch_size, parse_instances(args.instances), args.queue_delay_us,
-                      args.nullable, args.max_list, args.executor, tf_threads=args.tf_threads)
-    except (FileNotFoundError, ValueError) as e:
+                      args.nullable, args.max_list, args.executor, tf_threads=args.tf_threads,
+                      runtime=args.runtime)
+    except (FileNotFoundError, ValueError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print_table("serving.export", [
         ("repository", os.path.abspath(args.out)), ("target", info["target"]),
         ("ensemble", f"{ENSEMBLE}: preprocess -> predict -> calibrate"),
         ("calibrator", info["calibrator"] or "identity"),
+        ("predict runtime", info["runtime"] + (
+            f" (max |ONNX - TF| {info['onnx_max_abs_diff']:.2g} on test rows)"
+            if info.get("onnx_max_abs_diff") is not None else "")),
         ("max_batch_size", info["max_batch_size"]), ("instances", info["instances"]),
         ("nullable", ", ".join(info["nullable"]) or "-"), ("max_list", info["max_list"]),
         ("inputs", len(info["inputs"]))])

@@ -103,39 +103,50 @@ def _concat_columns(parts: Sequence[Mapping[str, object]]) -> Dict[str, object]:
 
 
 class PredictStep:
-    """Processed inputs -> raw ``pctr`` / ``pcvr`` of the SavedModel's ``serving_default``."""
+    """Processed inputs -> raw ``pctr`` / ``pcvr``: the run's model under ONNX Runtime
+    (``runtime: onnx``, exported by ``serving.export``) or the SavedModel's
+    ``serving_default`` (``runtime: tf``)."""
 
     def __init__(self, version_dir: str):
-        import tensorflow as tf
         self.settings = read_settings(version_dir)
         threads = int(self.settings.get("tf_threads", 0))
+        self.signature = self.settings["signature"]["inputs"]
+        self.multihot = list(self.settings["multihot"])
+        self.runtime = self.settings.get("runtime", "tf")
+        if self.runtime == "onnx":  # TensorFlow is not even imported
+            from serving.onnx_export import onnx_session
+            self.session = onnx_session(os.path.join(version_dir, "model.onnx"), threads or 1)
+            return
+        import tensorflow as tf
         if threads:
             try:
                 tf.config.threading.set_intra_op_parallelism_threads(threads)
                 tf.config.threading.set_inter_op_parallelism_threads(threads)
             except RuntimeError:  # already initialised in this process
                 pass
-        self.signature = self.settings["signature"]["inputs"]
-        self.multihot = list(self.settings["multihot"])
+        self._tf = tf
         self.model = tf.saved_model.load(os.path.join(version_dir, "saved_model"))
         self.serve = self.model.signatures["serving_default"]
-        self._tf = tf
 
     def predict(self, tensors: Mapping[str, np.ndarray]) -> Tensors:
         """Model outputs (``[B, 1]`` float32 ``pctr``, ``pcvr``) of one batch of ensemble
         tensors."""
-        tf = self._tf
         feed = {}
         for name, spec in self.signature.items():
             if name.endswith("__values") or name.endswith("__offsets"):
                 continue
-            feed[name] = tf.constant(np.asarray(tensors[name]).reshape(-1).astype(spec["dtype"]))
+            feed[name] = np.asarray(tensors[name]).reshape(-1).astype(spec["dtype"])
         for c in self.multihot:
             padded = np.asarray(tensors[c])
             lc = ListColumn.from_padded(padded, (padded != 0).sum(axis=1))
-            feed[f"{c}__values"] = tf.constant(lc.values.astype(np.int64))
-            feed[f"{c}__offsets"] = tf.constant(lc.offsets)
-        out = self.serve(**feed)
+            feed[f"{c}__values"] = lc.values.astype(np.int64)
+            feed[f"{c}__offsets"] = np.asarray(lc.offsets, dtype=np.int64)
+        if self.runtime == "onnx":
+            from serving.onnx_export import run_session
+            out = run_session(self.session, feed)
+            return {k: out[k].reshape(-1, 1) for k in ("pctr", "pcvr")}
+        tf = self._tf
+        out = self.serve(**{k: tf.constant(v) for k, v in feed.items()})
         return {k: out[k].numpy().astype(np.float32).reshape(-1, 1) for k in ("pctr", "pcvr")}
 
     def run(self, requests: Sequence[Mapping[str, np.ndarray]]) -> List[Result]:
