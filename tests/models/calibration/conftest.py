@@ -22,6 +22,12 @@ def make_data(n: int, seed: int, n_categories: int = 20):
 
 
 @pytest.fixture(scope="session")
+def app_bias() -> np.ndarray:
+    """The per-app logit bias of the synthetic base prediction (``APP_BIAS``)."""
+    return APP_BIAS
+
+
+@pytest.fixture(scope="session")
 def cal_data():
     """A calibration split and a test split of 60k rows each (~2.5k positives)."""
     return make_data(60_000, 1), make_data(60_000, 2)

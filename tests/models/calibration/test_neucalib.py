@@ -21,12 +21,11 @@ def test_neucalib_fixes_per_app_miscalibration(neu, cal_data):
     assert abs(M.pcoc(yt, q) - 1.0) < 0.05
 
 
-def test_learned_offsets_follow_the_app_bias(neu):
-    from conftest import APP_BIAS
+def test_learned_offsets_follow_the_app_bias(neu, app_bias):
     stage = neu.spec_["stages"][1]
     off = dict(zip(stage["values"], stage["offsets"]))
     # the base adds APP_BIAS to the logit, the calibrator must take (about) that away
-    corr = np.corrcoef([off[a] for a in range(3, 8)], -APP_BIAS[3:8])[0, 1]
+    corr = np.corrcoef([off[a] for a in range(3, 8)], -app_bias[3:8])[0, 1]
     assert corr > 0.95
 
 
