@@ -18,6 +18,8 @@ from typing import Dict, Mapping, Sequence
 
 import numpy as np
 
+from serving.preprocess import ListColumn
+
 OPSET = 15
 OUTPUTS = ("pctr", "pcvr")
 
@@ -36,22 +38,29 @@ def convert_saved_model(saved_model: str, onnx_path: str, opset: int = OPSET) ->
         raise RuntimeError(f"tf2onnx could not convert {saved_model}:\n{tail}")
 
 
-def onnx_session(onnx_path: str, threads: int = 1):
-    """An ONNX Runtime CPU session with ``threads`` intra/inter-op threads (0 = its default)."""
-    import onnxruntime as ort
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = threads
-    return ort.InferenceSession(onnx_path, options, providers=["CPUExecutionProvider"])
+class OnnxModel:
+    """The exported model under an ONNX Runtime CPU session.
 
+    Args:
+        onnx_path: the ``model.onnx`` written by ``convert_saved_model``.
+        threads: intra/inter-op threads (0 = ONNX Runtime's default).
+    """
 
-def run_session(session, feed: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
-    """``pctr`` and ``pcvr`` (1-D float32) of one feed of signature inputs."""
-    names = [o.name for o in session.get_outputs()]
-    wanted = [n for n in names if n in OUTPUTS]
-    values = session.run(wanted, {k: np.asarray(v) for k, v in feed.items()})
-    return {k: np.asarray(v, dtype=np.float32).reshape(-1) for k, v in zip(wanted, values)}
+    def __init__(self, onnx_path: str, threads: int = 1):
+        import onnxruntime as ort
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = threads
+        self.session = ort.InferenceSession(onnx_path, options,
+                                            providers=["CPUExecutionProvider"])
+        self.outputs = [o.name for o in self.session.get_outputs() if o.name in OUTPUTS]
+
+    def __call__(self, feed: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        """``pctr`` and ``pcvr`` (1-D float32) of one feed of signature inputs."""
+        values = self.session.run(self.outputs, {k: np.asarray(v) for k, v in feed.items()})
+        return {k: np.asarray(v, dtype=np.float32).reshape(-1)
+                for k, v in zip(self.outputs, values)}
 
 
 def processed_feed(proc_dir: str, signature: Mapping[str, Mapping], multihot: Sequence[str],
@@ -66,11 +75,9 @@ def processed_feed(proc_dir: str, signature: Mapping[str, Mapping], multihot: Se
     feed = {n: np.asarray(table.column(n).to_numpy(),
                           dtype=signature[n]["dtype"]).reshape(-1) for n in names}
     for c in multihot:
-        lists = table.column(c).to_pylist()
-        lengths = np.array([len(v) for v in lists], dtype=np.int64)
-        feed[f"{c}__values"] = np.concatenate([np.asarray(v, dtype=np.int64) for v in lists]
-                                              ) if lists else np.zeros(0, np.int64)
-        feed[f"{c}__offsets"] = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        lists = ListColumn.from_lists(table.column(c).to_pylist())
+        feed[f"{c}__values"] = lists.values.astype(np.int64)
+        feed[f"{c}__offsets"] = np.asarray(lists.offsets, dtype=np.int64)
     return feed
 
 
@@ -84,7 +91,7 @@ def check_against_tensorflow(saved_model: str, onnx_path: str, feed: Mapping[str
     import tensorflow as tf
     serve = tf.saved_model.load(saved_model).signatures["serving_default"]
     ref = serve(**{k: tf.constant(v) for k, v in feed.items()})
-    got = run_session(onnx_session(onnx_path), feed)
+    got = OnnxModel(onnx_path)(feed)
     diff = max(float(np.max(np.abs(ref[k].numpy().reshape(-1) - got[k]))) for k in OUTPUTS)
     if not diff <= tolerance:
         raise RuntimeError(f"{onnx_path}: ONNX and TensorFlow outputs differ by {diff:.3g} "

@@ -114,8 +114,8 @@ class PredictStep:
         self.multihot = list(self.settings["multihot"])
         self.runtime = self.settings.get("runtime", "tf")
         if self.runtime == "onnx":  # TensorFlow is not even imported
-            from serving.onnx_export import onnx_session
-            self.session = onnx_session(os.path.join(version_dir, "model.onnx"), threads or 1)
+            from serving.onnx_export import OnnxModel
+            self.onnx = OnnxModel(os.path.join(version_dir, "model.onnx"), threads or 1)
             return
         import tensorflow as tf
         if threads:
@@ -142,8 +142,7 @@ class PredictStep:
             feed[f"{c}__values"] = lc.values.astype(np.int64)
             feed[f"{c}__offsets"] = np.asarray(lc.offsets, dtype=np.int64)
         if self.runtime == "onnx":
-            from serving.onnx_export import run_session
-            out = run_session(self.session, feed)
+            out = self.onnx(feed)
             return {k: out[k].reshape(-1, 1) for k in ("pctr", "pcvr")}
         tf = self._tf
         out = self.serve(**{k: tf.constant(v) for k, v in feed.items()})

@@ -340,18 +340,25 @@ def _training_pairs(x, y, all_groups, seg_start, cfg):
     return keep // T_BINS, sum_t[keep] / cnt[keep], cnt[keep], pos[keep]
 
 
-def _fit_key_points(x: np.ndarray, y: np.ndarray, glob: _Group, groups: List[_Group],
-                    cfg: AdaCalibConfig) -> List[np.ndarray]:
-    """Train the key-point MLP; returns the key points (logits) of every group, global
-    first. The training rows of every function (the global one on all rows, each value's on
-    its rows) are aggregated per bucket and sub-bin of t (see the module docstring)."""
-    all_groups = [glob] + groups
+def _key_point_net(all_groups: List[_Group], cfg: AdaCalibConfig):
+    """The untrained key-point MLP over the buckets of ``all_groups`` (global first), and the
+    start of each group's segments in the concatenated bucket arrays."""
     feats = np.concatenate([g.feats for g in all_groups])
     seg_group = np.concatenate([np.full(len(g.feats), i) for i, g in enumerate(all_groups)])
     widths = np.concatenate([np.diff(g.knots) for g in all_groups])
     seg_start = np.concatenate(([0], np.cumsum([len(g.feats) for g in all_groups])))
     x0 = np.array([g.knots[0] for g in all_groups])
     net = KeyPointNet(cfg, feats, seg_group, widths, seg_start, x0, len(all_groups))
+    return net, seg_start
+
+
+def _fit_key_points(x: np.ndarray, y: np.ndarray, glob: _Group, groups: List[_Group],
+                    cfg: AdaCalibConfig) -> List[np.ndarray]:
+    """Train the key-point MLP; returns the key points (logits) of every group, global
+    first. The training rows of every function (the global one on all rows, each value's on
+    its rows) are aggregated per bucket and sub-bin of t (see the module docstring)."""
+    all_groups = [glob] + groups
+    net, seg_start = _key_point_net(all_groups, cfg)
     net.train(*_training_pairs(x, y, all_groups, seg_start, cfg))
     lo, d, _ = net.forward()
     out = []

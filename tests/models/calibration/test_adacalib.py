@@ -5,7 +5,7 @@ import pytest
 
 from models import metrics as M
 from models.calibration import AdaCalibConfig, make_calibrator
-from models.calibration.adacalib import (KeyPointNet, _build_groups, _training_pairs,
+from models.calibration.adacalib import (_build_groups, _key_point_net, _training_pairs,
                                          choose_buckets)
 from models.calibration.artifact import logit
 
@@ -38,12 +38,7 @@ def test_gradient_matches_finite_differences():
     x = logit(p)
     glob, groups = _build_groups(x, y, col, cfg)
     all_groups = [glob] + groups
-    feats = np.concatenate([g.feats for g in all_groups])
-    seg_group = np.concatenate([np.full(len(g.feats), i) for i, g in enumerate(all_groups)])
-    widths = np.concatenate([np.diff(g.knots) for g in all_groups])
-    seg_start = np.concatenate(([0], np.cumsum([len(g.feats) for g in all_groups])))
-    x0 = np.array([g.knots[0] for g in all_groups])
-    net = KeyPointNet(cfg, feats, seg_group, widths, seg_start, x0, len(all_groups))
+    net, seg_start = _key_point_net(all_groups, cfg)
     for k, v in net.params.items():                          # leave the identity start
         net.params[k] = v + rng.normal(0, 0.3, v.shape)
     pairs = _training_pairs(x, y, all_groups, seg_start, cfg)
