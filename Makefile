@@ -61,6 +61,8 @@ bench: $(VENV_DEP)
 	  $(PY) -m preprocessing.generate --rows $(BENCH_TRAIN_ROWS) --seed $(SEED) --out $(BENCH_DIR)/generated && \
 	  $(PY) -m preprocessing.run --input $(BENCH_DIR)/generated --out $(BENCH_DIR)/processed; fi
 	$(PY) -m benchmarks.train_bench --data $(BENCH_DIR)/processed
+	$(PY) -m benchmarks.train_profile --data $(BENCH_DIR)/processed --optimizer adam
+	$(PY) -m benchmarks.train_profile --data $(BENCH_DIR)/processed --optimizer lazy_adam
 	$(PY) -m benchmarks.calibration_bench --rows 10000000
 	@dpkg -s libb64-0d >/dev/null 2>&1 || apt-get install -y libb64-0d || \
 	  { echo "perf_analyzer needs Debian's libb64-0d: sudo apt-get install -y libb64-0d"; exit 1; }

@@ -10,10 +10,12 @@ On the training split of a processed dataset (output of ``preprocessing.run``), 
 1. loader: iterate ``models.data.batches`` (shuffled, seed 0) for up to ``--steps`` batches;
    the first batch is not timed (loader start-up); rows/s.
 2. every model of ``--models``: ``build_model(name, features, ModelConfig(), targets)``,
-   Adam(2e-3), ``tf.function(model.train_step, reduce_retracing=True)``; 5 warm-up steps, then
+   the trainer's default optimizer (``TrainConfig().optimizer``, LazyAdam) at 2e-3,
+   ``tf.function(model.train_step, reduce_retracing=True)``; 5 warm-up steps, then
    ``--steps`` steps end to end (loader + step, samples/s) and the same number of steps on
    batches fetched beforehand and kept in memory (step-only samples/s). Peak RSS after each
-   model (process-wide peak so far, so it only grows from model to model).
+   model (process-wide peak so far, so it only grows from model to model). ESMM is measured
+   once more with Keras' dense ``Adam`` (row ``esmm[keras_adam]``), the reference for LazyAdam.
 3. peer (unless ``--no-peer``): Merlin Models' own ``MMOEBlock`` model on the same columns
    (targets click and purchase), ``model.compile(optimizer="adam")``, ``model.fit`` over
    ``--steps`` batches of a merlin-dataloader ``Loader`` (after a 5-step warm-up fit).
@@ -76,17 +78,20 @@ def bench_loader(train_ds, batch_size: int, steps: int) -> Dict[str, object]:
             "rows_per_second": round(rows / seconds, 1) if seconds > 0 else None}
 
 
-def bench_model(name: str, features, targets, train_ds, batch_size: int, steps: int
-                ) -> Dict[str, object]:
-    """End-to-end and step-only samples/s of one baseline."""
+def bench_model(name: str, features, targets, train_ds, batch_size: int, steps: int,
+                optimizer: Optional[str] = None) -> Dict[str, object]:
+    """End-to-end and step-only samples/s of one baseline, trained with ``optimizer`` (one of
+    ``models.config.OPTIMIZER_NAMES``; default: the trainer's)."""
     import tensorflow as tf
 
     from models.baselines import build_model
-    from models.config import ModelConfig
+    from models.config import ModelConfig, TrainConfig
     from models.data import batches
+    from models.optimizers import make_optimizer
+    optimizer = optimizer or TrainConfig().optimizer
     tf.random.set_seed(0)
     model = build_model(name, features, ModelConfig(), targets)
-    model.optimizer = tf.keras.optimizers.Adam(LEARNING_RATE)
+    model.optimizer = make_optimizer(optimizer, LEARNING_RATE)
     step = tf.function(model.train_step, reduce_retracing=True)
 
     it = batches(train_ds, batch_size, shuffle=True, seed=0)
@@ -127,7 +132,7 @@ def bench_model(name: str, features, targets, train_ds, batch_size: int, steps: 
         float(loss)
     step_s = time.perf_counter() - t1
     return {
-        "steps_timed": n, "samples_timed": rows, "warmup_steps": WARMUP_STEPS,
+        "optimizer": optimizer, "steps_timed": n, "samples_timed": rows, "warmup_steps": WARMUP_STEPS,
         "warmup_s": round(warmup_s, 3),
         "seconds": round(e2e_s, 4),
         "samples_per_second": round(rows / e2e_s, 1) if e2e_s > 0 else None,
@@ -292,7 +297,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         "peak_rss_note": ("peak_rss_mb_so_far is the process-wide peak RSS (VmHWM) read after "
                           "each stage, so it includes every earlier stage and only grows"),
     }
-    stages = ["loader", *args.models] + ([] if args.no_peer else ["peer"])
+    reference = ["esmm[keras_adam]"] if "esmm" in args.models else []
+    stages = ["loader", *args.models, *reference] + ([] if args.no_peer else ["peer"])
     bar = tqdm(total=len(stages), unit="stage", disable=args.no_progress, file=sys.stderr)
     try:
         bar.set_description("loader")
@@ -304,6 +310,11 @@ def main(argv: Optional[List[str]] = None) -> int:
             bar.set_description(name)
             doc["models"][name] = bench_model(name, features, targets, train_ds,
                                               args.batch_size, args.steps)
+            bar.update(1)
+        for name in reference:
+            bar.set_description(name)
+            doc["models"][name] = bench_model("esmm", features, targets, train_ds,
+                                              args.batch_size, args.steps, optimizer="adam")
             bar.update(1)
         if not args.no_peer:
             bar.set_description("peer")

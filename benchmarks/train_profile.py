@@ -3,24 +3,26 @@
 Usage::
 
     python -m benchmarks.train_profile --data PROC_DIR [--model esmm] [--batch-size 4096]
-        [--steps 40] [--out benchmarks/results]
+        [--steps 40] [--optimizer lazy_adam|adam] [--out benchmarks/results]
 
 On batches of the training split already in memory (so the loader is out of the picture; its
 own rate is in ``benchmarks.train_bench``), each part is timed over ``--steps`` steps after a
 warm-up, every part compiled with ``tf.function``:
 
-- ``full_step``: the model's ``train_step`` (forward, loss, backward, Adam);
+- ``full_step``: the model's ``train_step`` (forward, loss, backward, optimizer update);
 - ``forward``: the model's forward pass and loss only;
 - ``forward_backward``: forward, loss and gradients, no optimizer update;
 - ``input_layer_forward_backward``: the shared input layer alone (embedding lookups, multi-hot
   pooling, concatenation) and the gradient of its output sum with respect to its tables;
-- ``adam_update``: ``apply_gradients`` alone, with the gradients of one real step held fixed.
-  Embedding gradients are sparse (``IndexedSlices``), but Keras' Adam decays the first and
-  second moments of *every* row of a table on each step, so its cost grows with table size.
+- ``optimizer_update``: ``apply_gradients`` alone, with the gradients of one real step held
+  fixed. Embedding gradients are sparse (``IndexedSlices``), but Keras' ``Adam``
+  (``--optimizer adam``) decays the first and second moments of *every* row of a table on each
+  step, so its cost grows with table size; ``lazy_adam`` (the trainer's default,
+  ``models/optimizers.py``) touches only the rows in the batch.
 
 Each part's share is its seconds over ``full_step``'s; the parts overlap (the backward pass of
 the input layer is inside ``forward_backward``), so the shares do not sum to 1. Results:
-``OUT/train_profile_<date>.json`` with machine, versions, date and load average.
+``OUT/train_profile_<optimizer>_<date>.json`` with machine, versions, date and load average.
 """
 
 from __future__ import annotations
@@ -53,13 +55,15 @@ def _time(fn: Callable[[], object], steps: int) -> float:
     return (time.perf_counter() - t0) / steps
 
 
-def profile(data_dir: str, model_name: str, batch_size: int, steps: int) -> Dict[str, object]:
+def profile(data_dir: str, model_name: str, batch_size: int, steps: int,
+            optimizer: str = "lazy_adam") -> Dict[str, object]:
     """Seconds per step of each part of a training step (see the module docstring)."""
     import tensorflow as tf
 
     from models.baselines import build_model
     from models.config import ModelConfig
     from models.data import batches, features_and_targets, model_columns, split_dataset
+    from models.optimizers import make_optimizer
     features, targets, schema = features_and_targets(data_dir)
     ds = split_dataset(data_dir, "train", model_columns(schema, targets))
     it = batches(ds, batch_size, shuffle=True, seed=0)
@@ -67,7 +71,7 @@ def profile(data_dir: str, model_name: str, batch_size: int, steps: int) -> Dict
     it.close()
     tf.random.set_seed(0)
     model = build_model(model_name, features, ModelConfig(), targets)
-    model.optimizer = tf.keras.optimizers.Adam(2e-3)
+    model.optimizer = make_optimizer(optimizer, 2e-3)
     model((x, y)[0])
     tables = model.embed.trainable_variables
 
@@ -87,14 +91,14 @@ def profile(data_dir: str, model_name: str, batch_size: int, steps: int) -> Dict
         return tape.gradient(out, tables)
 
     grads = forward_backward()
-    adam = tf.function(lambda: model.optimizer.apply_gradients(
+    update = tf.function(lambda: model.optimizer.apply_gradients(
         zip(grads, model.trainable_variables)))
     parts = {"full_step": full, "forward": forward, "forward_backward": forward_backward,
-             "input_layer_forward_backward": input_layer, "adam_update": adam}
+             "input_layer_forward_backward": input_layer, "optimizer_update": update}
     seconds = {name: _time(fn, steps) for name, fn in parts.items()}
     table_rows = {v.name: int(v.shape[0]) for v in tables}
     return {
-        "model": model_name, "batch_size": batch_size, "steps": steps,
+        "model": model_name, "optimizer": optimizer, "batch_size": batch_size, "steps": steps,
         "seconds_per_step": {k: round(v, 5) for k, v in seconds.items()},
         "samples_per_second": {k: round(batch_size / v, 1) for k, v in seconds.items()},
         "share_of_full_step": {k: round(v / seconds["full_step"], 3) for k, v in seconds.items()},
@@ -108,19 +112,23 @@ def main(argv: Optional[List[str]] = None) -> int:
     """CLI entry point: ``python -m benchmarks.train_profile``."""
     from models.train import quiet_tensorflow
     quiet_tensorflow()
+    from models.config import OPTIMIZER_NAMES, TrainConfig
     parser = argparse.ArgumentParser(prog="python -m benchmarks.train_profile",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", required=True, help="output directory of preprocessing.run")
     parser.add_argument("--model", default="esmm")
     parser.add_argument("--batch-size", type=int, default=4096)
     parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--optimizer", default=None, choices=OPTIMIZER_NAMES,
+                        help="default: the trainer's (TrainConfig().optimizer)")
     parser.add_argument("--out", default=os.path.join("benchmarks", "results"))
     args = parser.parse_args(argv)
     if args.batch_size < 1 or args.steps < 1:
         print("error: --batch-size and --steps must be >= 1", file=sys.stderr)
         return 2
     load_before = os.getloadavg()[0]
-    result = profile(args.data, args.model, args.batch_size, args.steps)
+    result = profile(args.data, args.model, args.batch_size, args.steps,
+                     args.optimizer or TrainConfig().optimizer)
     date = dt.date.today().isoformat()
     doc = {"benchmark": "train_profile", "date": date,
            "run_at": dt.datetime.now().isoformat(timespec="seconds"),
@@ -129,14 +137,15 @@ def main(argv: Optional[List[str]] = None) -> int:
                             "after": round(os.getloadavg()[0], 2)},
            "data": os.path.abspath(args.data), **result}
     os.makedirs(args.out, exist_ok=True)
-    path = os.path.join(args.out, f"train_profile_{date}.json")
+    path = os.path.join(args.out, f"train_profile_{result['optimizer']}_{date}.json")
     atomic_write_text(path, json.dumps(doc, indent=2) + "\n")
     rows = [(part, f"{1000 * s:.1f} ms", f"{result['samples_per_second'][part]:,.0f}",
              f"{result['share_of_full_step'][part]:.2f}")
             for part, s in result["seconds_per_step"].items()]
     print(markdown_table(["part", "ms/step", "samples/s", "share of full step"], rows))
     print_table("benchmarks.train_profile", [
-        ("model / batch", f"{args.model} / {args.batch_size}"),
+        ("model / batch / optimizer", f"{args.model} / {args.batch_size} / "
+                                      f"{result['optimizer']}"),
         ("full step samples/s", f"{result['samples_per_second']['full_step']:,.0f}"),
         ("load average before/after", f"{doc['loadavg_1min']['before']} / "
                                       f"{doc['loadavg_1min']['after']}"),

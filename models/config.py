@@ -15,6 +15,7 @@ import yaml
 from preprocessing.params import check_param
 
 MODEL_NAMES = ("naive", "naive_shared", "esmm", "escm2_ips", "mmoe")
+OPTIMIZER_NAMES = ("adam", "lazy_adam")
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,8 @@ class TrainConfig:
         batch_size: examples per step.
         epochs: maximum passes over the training split.
         learning_rate: Adam learning rate (beta 0.9 / 0.999, epsilon 1e-8, as in ESMM).
+        optimizer: ``adam`` (Keras Adam: a sparse gradient decays and moves every embedding
+            row) or ``lazy_adam`` (only the rows in the batch; ``models/optimizers.py``).
         patience: epochs without validation-loss improvement before early stopping.
         checkpoint_every: steps between checkpoints (a SIGKILL loses at most this many).
         max_steps: stop after this many steps in total (0 = no limit).
@@ -83,6 +86,7 @@ class TrainConfig:
     batch_size: int = 4096
     epochs: int = 3
     learning_rate: float = 2e-3
+    optimizer: str = "lazy_adam"
     patience: int = 1
     checkpoint_every: int = 50
     max_steps: int = 0
@@ -92,6 +96,8 @@ class TrainConfig:
         check_param(self.batch_size >= 1, "batch_size", ">= 1", self.batch_size)
         check_param(self.epochs >= 1, "epochs", ">= 1", self.epochs)
         check_param(self.learning_rate > 0, "learning_rate", "> 0", self.learning_rate)
+        check_param(self.optimizer in OPTIMIZER_NAMES, "optimizer",
+                    f"one of {', '.join(OPTIMIZER_NAMES)}", self.optimizer)
         check_param(self.patience >= 0, "patience", ">= 0", self.patience)
         check_param(self.checkpoint_every >= 1, "checkpoint_every", ">= 1", self.checkpoint_every)
         check_param(self.max_steps >= 0, "max_steps", ">= 0", self.max_steps)

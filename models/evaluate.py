@@ -108,6 +108,17 @@ def aggregate(per_run: List[Dict]) -> Dict[str, Dict[str, Dict]]:
     return report
 
 
+def oracle_row(report: Dict) -> List:
+    """The report table's last row: the AUCs of the true probabilities (the same for every
+    model on one split), ``-`` where a headline metric has no oracle."""
+    first = next(iter(report.values()), {})
+    cells = []
+    for k in HEADLINE:
+        oracle = first.get(f"oracle_{k}")
+        cells.append(f"{oracle['mean']:.4f}" if oracle else "-")
+    return ["oracle (true probabilities)", "", *cells]
+
+
 def plot_auc_bars(report: Dict, path: str) -> None:
     """AUC bars with ±std error bars per model, oracle AUCs as dashed lines."""
     import matplotlib
@@ -180,6 +191,7 @@ def evaluate_runs(run_dirs: List[str], data_dir: str, out: str, split: str = "te
             rows.append([model, len(m[HEADLINE[0]]["values"]) if HEADLINE[0] in m else 0]
                         + [M.format_mean_std(m[k]["values"]) if k in m else "-"
                            for k in HEADLINE])
+        rows.append(oracle_row(report))
         table = markdown_table(["model", "seeds", *HEADLINE], rows)
         with open(os.path.join(staging, "report.md"), "w") as fh:
             fh.write(f"# Evaluation on the {split} split\n\n{table}\n")

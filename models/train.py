@@ -5,7 +5,7 @@ Usage::
     python -m models.train --model {naive,esmm,escm2_ips,mmoe} --data PROC_DIR --out RUN_DIR
         --seed S [--config FILE] [--resume] [--no-progress]
 
-The loop: Adam, shuffled batches from the Merlin TF loader, a validation pass after each epoch,
+The loop: LazyAdam (``models/optimizers.py``), shuffled batches from the Merlin TF loader, a validation pass after each epoch,
 early stopping on the validation loss (the best epoch's weights are kept), a checkpoint every
 ``checkpoint_every`` steps. ``--resume`` continues a run that was killed (even by SIGKILL) from
 its last checkpoint: the same epoch, the same shuffled order, the batches already trained on
@@ -72,6 +72,7 @@ class Trainer:
 
         from models.baselines import build_model
         from models.data import features_and_targets, model_columns, split_dataset
+        from models.optimizers import make_optimizer
 
         self.model_name, self.data_dir, self.run_dir = model_name, data_dir, run_dir
         self.seed, self.mcfg, self.tcfg, self.progress = seed, model_config, train_config, progress
@@ -83,8 +84,8 @@ class Trainer:
         self.strategy = _strategy()
         with self.strategy.scope():
             self.model = build_model(model_name, self.features, model_config, self.targets)
-            self.model.optimizer = tf.keras.optimizers.Adam(
-                train_config.learning_rate, beta_1=0.9, beta_2=0.999, epsilon=1e-8)
+            self.model.optimizer = make_optimizer(train_config.optimizer,
+                                                  train_config.learning_rate)
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False)
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
         self.step_in_epoch = tf.Variable(0, dtype=tf.int64, trainable=False)

@@ -7,6 +7,7 @@ or JSON file whose keys mirror these dataclasses (see ``preprocessing/configs/de
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any, Dict, Tuple
 
@@ -28,6 +29,13 @@ class MediaApp:
         ctr_offset: additive CTR logit offset (audience clickiness, ad load).
         cvr_offset: additive logit offset of cart and purchase given click: the app's base
             conversion level, the field-level miscalibration that AdaCalib must fix.
+        cvr_trend: change of that conversion logit offset per day, in [-1, 1]. On real external
+            media an app's conversion rate drifts from day to day (its traffic mix and the
+            e-commerce campaigns change), so a CVR model trained on earlier days is
+            miscalibrated per app on later days, which field-level calibration on the most
+            recent day (AdaCalib) is meant to fix. On day ``d`` of ``days`` the offset is
+            ``cvr_offset + cvr_trend * (d - (days - 1) / 2)``: centred, so ``cvr_offset`` is
+            its mean over the days. 0 keeps the app stationary.
         clickbait_mix: probability that a creative shown on this app is of a clickbait type.
         targeting: probability that the ad's category is one of the user's preferred ones.
         max_slot: number of ad slots per feed page on this app (slot ids 0..max_slot-1).
@@ -37,12 +45,15 @@ class MediaApp:
     share: float
     ctr_offset: float = 0.0
     cvr_offset: float = 0.0
+    cvr_trend: float = 0.0
     clickbait_mix: float = 0.2
     targeting: float = 0.3
     max_slot: int = 10
 
     def __post_init__(self):
         check_param(self.share > 0, "share", "> 0", self.share)
+        check_param(math.isfinite(self.cvr_trend) and abs(self.cvr_trend) <= 1, "cvr_trend",
+                    "finite and in [-1, 1]", self.cvr_trend)
         check_param(0 <= self.clickbait_mix <= 1, "clickbait_mix", "in [0, 1]", self.clickbait_mix)
         check_param(0 <= self.targeting <= 1, "targeting", "in [0, 1]", self.targeting)
         check_param(1 <= self.max_slot <= 50, "max_slot", "in [1, 50]", self.max_slot)
@@ -50,16 +61,16 @@ class MediaApp:
 
 def _default_apps() -> Tuple[MediaApp, ...]:
     return (
-        MediaApp("shortvideo_a", 0.35, ctr_offset=0.10, cvr_offset=0.0, clickbait_mix=0.20,
-                 targeting=0.35, max_slot=10),
-        MediaApp("shortvideo_b", 0.25, ctr_offset=0.30, cvr_offset=-0.70, clickbait_mix=0.45,
-                 targeting=0.20, max_slot=12),
-        MediaApp("livestream_c", 0.15, ctr_offset=-0.20, cvr_offset=0.80, clickbait_mix=0.10,
-                 targeting=0.50, max_slot=6),
-        MediaApp("news_feed_d", 0.15, ctr_offset=-0.40, cvr_offset=-0.30, clickbait_mix=0.30,
-                 targeting=0.25, max_slot=8),
-        MediaApp("game_e", 0.10, ctr_offset=0.0, cvr_offset=-1.10, clickbait_mix=0.35,
-                 targeting=0.15, max_slot=5),
+        MediaApp("shortvideo_a", 0.35, ctr_offset=0.10, cvr_offset=0.0, cvr_trend=0.0,
+                 clickbait_mix=0.20, targeting=0.35, max_slot=10),
+        MediaApp("shortvideo_b", 0.25, ctr_offset=0.30, cvr_offset=-0.70, cvr_trend=0.10,
+                 clickbait_mix=0.45, targeting=0.20, max_slot=12),
+        MediaApp("livestream_c", 0.15, ctr_offset=-0.20, cvr_offset=0.80, cvr_trend=-0.08,
+                 clickbait_mix=0.10, targeting=0.50, max_slot=6),
+        MediaApp("news_feed_d", 0.15, ctr_offset=-0.40, cvr_offset=-0.30, cvr_trend=0.05,
+                 clickbait_mix=0.30, targeting=0.25, max_slot=8),
+        MediaApp("game_e", 0.10, ctr_offset=0.0, cvr_offset=-1.10, cvr_trend=-0.12,
+                 clickbait_mix=0.35, targeting=0.15, max_slot=5),
     )
 
 
@@ -71,12 +82,15 @@ class FunnelRates:
         ctr: mean click probability over impressions.
         cart_given_click: mean p(cart | click) over clicked impressions.
         purchase_given_click: mean p(purchase | click) over clicked impressions (purchase implies
-            cart). Ali-CCP has about 0.5-2%.
+            cart). Ali-CCP has about 0.5-2%; e-commerce ads on external media 1-5%. The
+            default is the upper end, so that the default data holds enough conversions for
+            seed-stable comparisons (README, "Sizing the default data");
+            ``preprocessing/configs/realistic.yaml`` has Ali-CCP-like rates.
     """
 
     ctr: float = 0.04
-    cart_given_click: float = 0.10
-    purchase_given_click: float = 0.02
+    cart_given_click: float = 0.12
+    purchase_given_click: float = 0.05
 
     def __post_init__(self):
         check_param(0 < self.ctr < 0.5, "ctr", "in (0, 0.5)", self.ctr)

@@ -1,6 +1,6 @@
 """The funnel: impression -> click -> add-to-cart -> purchase, from shared latent factors.
 
-With sigma the logistic function and the factors of ``entities.py``::
+With sigma the logistic function, the factors of ``entities.py`` and ``d`` the impression's day::
 
     logit p_click        = b_click + e.intent_click * z + e.clickiness_click * c
                            + e.affinity_click * aff + e.appeal_click * a
@@ -8,17 +8,26 @@ With sigma the logistic function and the factors of ``entities.py``::
                            + app.ctr_offset + e.evening_click * evening
     logit p_cart|click   = b_cart + e.intent_cart * z + e.affinity_cart * aff
                            + e.quality_cart * q - e.price_cart * price_pen
-                           + e.clickbait_conv * is_bait + 0.5 * (app.cvr_offset + cat_conv)
+                           + e.clickbait_conv * is_bait + 0.5 * (o_app(d) + cat_conv)
     logit p_buy|cart     = b_buy + e.intent_buy * z + e.affinity_buy * aff + e.quality_buy * q
                            - e.price_buy * price_pen + e.clickbait_conv * is_bait
-                           + app.cvr_offset + cat_conv + e.evening_conv * evening
+                           + o_app(d) + cat_conv + e.evening_conv * evening
     p_purchase|click     = p_cart|click * p_buy|cart
+    o_app(d)             = app.cvr_offset + app.cvr_trend * (d - (days - 1) / 2)
 
 where ``aff = 1[category in user's preferred] + 0.25 * <taste_u, taste_i> / 2`` and
 ``price_pen = relative_price * (1 + 0.5 * s)``. Intent raises every stage; clickiness, creative
 appeal, clickbait and slot move clicks only (clickbait lowers conversion): the clicked
 population differs from the impression population (sample-selection bias). ``app.cvr_offset``
 and ``cat_conv`` make the base CVR differ by media app and by category.
+
+``app.cvr_trend`` makes an app's conversion drift over the days, as on real external media
+(its traffic mix and the e-commerce campaigns change): a CVR model trained on earlier days is
+then miscalibrated per media app on later days, which field-level calibration on the most recent
+day (AdaCalib) is meant to fix. The trend is centred on the middle day, so ``app.cvr_offset`` is
+the app's mean offset over the days; with every trend 0 the funnel is the same on every day.
+The true probabilities (and the counterfactual labels drawn from them) include the day's offset:
+they are the truth of that day.
 
 The intercepts ``b_*`` are solved by bisection on a pilot sample so that the mean rates equal
 ``config.rates``: CTR over impressions, cart and purchase given click over clicked impressions.
@@ -64,6 +73,23 @@ class FunnelProbabilities:
     click: np.ndarray
     cart_given_click: np.ndarray
     purchase_given_click: np.ndarray
+
+
+def app_cvr_offset(config: GeneratorConfig, app: np.ndarray, day) -> np.ndarray:
+    """The conversion logit offset ``o_app(d)`` of each impression (see the module docstring).
+
+    Args:
+        config: the generator config (its apps and ``days``).
+        app: app index of each impression (into ``config.apps``).
+        day: the day of the impressions, a scalar or one day per impression, in
+            ``[0, config.days)``.
+    """
+    offset = np.array([a.cvr_offset for a in config.apps], dtype=np.float64)
+    trend = np.array([a.cvr_trend for a in config.apps], dtype=np.float64)
+    centred_day = np.asarray(day, dtype=np.float64) - 0.5 * (config.days - 1)
+    # A zero trend adds exactly 0.0: stationary apps get the same logits, bit for bit, as
+    # without the trend term.
+    return offset[app] + trend[app] * centred_day
 
 
 def probabilities(logits: FunnelLogits, b: Intercepts) -> FunnelProbabilities:

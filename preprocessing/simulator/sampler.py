@@ -10,7 +10,9 @@ Traffic per impression:
   apps, half by the app's own permutation (each app has its own heavy users);
 - ad category: with probability ``app.targeting`` one of the user's preferred categories,
   otherwise drawn from the app's own category mix; then a Zipf-popular item in that category;
-- creative type 0-7, where types 5-7 are clickbait, chosen with ``app.clickbait_mix``.
+- creative type 0-7, where types 5-7 are clickbait, chosen with ``app.clickbait_mix``;
+- day: the block's day (``block_day``); it enters the funnel only through the app's conversion
+  offset on that day, ``cvr_offset + cvr_trend * (day - (days - 1) / 2)`` (``funnel.py``).
 
 Labels: three uniforms per impression give the counterfactual chain
 ``cart_cf = u1 < p_cart|click`` and ``purchase_cf = cart_cf and u2 < p_buy|cart``: what would
@@ -29,8 +31,8 @@ import pyarrow as pa
 from preprocessing import columns as C
 from preprocessing.simulator.config import GeneratorConfig
 from preprocessing.simulator.entities import ItemCatalog, UserPopulation
-from preprocessing.simulator.funnel import (FunnelLogits, Intercepts, probabilities,
-                                            solve_intercepts)
+from preprocessing.simulator.funnel import (FunnelLogits, Intercepts, app_cvr_offset,
+                                            probabilities, solve_intercepts)
 from preprocessing.simulator.hashing import AffinePermutation, zipf_rank
 
 N_CREATIVE_TYPES = 8
@@ -93,11 +95,24 @@ class ImpressionSampler:
 
     def _solve_intercepts(self) -> Intercepts:
         rng = np.random.default_rng([self.seed, 2**31 - 1])
-        draw = self._draw(rng, self.config.pilot_rows)
+        n = self.config.pilot_rows
+        # The pilot rows are i.i.d., so row i is given day i % days: the pilot spans the days
+        # (almost exactly) uniformly, as the output does (its rows are split evenly over the
+        # days), and the intercepts hit the target rates over all days, trends included.
+        # Using the centred offset (cvr_offset alone) for every pilot row instead would be
+        # right only to first order in the trend: the mean of sigmoid(x + t) over centred t
+        # differs from sigmoid(x) by a term in t^2 (Jensen). The day takes no draw from the
+        # RNG, so with every trend 0 the pilot sample and the intercepts are exactly those of
+        # the stationary simulator.
+        draw = self._draw(rng, n, np.arange(n) % self.config.days)
         return solve_intercepts(draw["logits"], self.config)
 
-    def _draw(self, rng: np.random.Generator, n: int) -> Dict:
-        """Traffic, features and intercept-free logits of ``n`` impressions."""
+    def _draw(self, rng: np.random.Generator, n: int, day) -> Dict:
+        """Traffic, features and intercept-free logits of ``n`` impressions on ``day``.
+
+        ``day`` is the day of every impression (a block's day) or an array of one day per
+        impression (the pilot sample); it sets the apps' conversion offsets of that day.
+        """
         cfg, eff = self.config, self.config.effects
         n_apps = len(cfg.apps)
         app = rng.choice(n_apps, size=n, p=self.app_share)
@@ -135,7 +150,7 @@ class ImpressionSampler:
                + 0.125 * (user.taste * item.taste).sum(1))
         price_pen = item.relative_price * (1.0 + 0.5 * user.price_sensitivity)
         ctr_off = np.array([a.ctr_offset for a in cfg.apps])[app]
-        cvr_off = np.array([a.cvr_offset for a in cfg.apps])[app]
+        cvr_off = app_cvr_offset(cfg, app, day)
         cat_conv = self.items.category_conv[item.category]
         bait = is_bait.astype(np.float64)
 
@@ -161,7 +176,8 @@ class ImpressionSampler:
         if rows is None:
             rows = self.plan[index][1]
         rng = np.random.default_rng([self.seed, index])
-        draw = self._draw(rng, rows)
+        day = self.block_day(index)
+        draw = self._draw(rng, rows, day)
         p = probabilities(draw["logits"], self.intercepts)
         u = rng.random((rows, 3))
         click = (u[:, 0] < p.click).astype(np.int32)
@@ -186,7 +202,7 @@ class ImpressionSampler:
         arrays[C.P_PURCHASE_GIVEN_CLICK] = pa.array(p.purchase_given_click)
         arrays[C.CART_COUNTERFACTUAL] = pa.array(cart_cf)
         arrays[C.PURCHASE_COUNTERFACTUAL] = pa.array(purchase_cf)
-        arrays[C.DAY] = pa.array(np.full(rows, self.block_day(index), dtype=np.int64))
+        arrays[C.DAY] = pa.array(np.full(rows, day, dtype=np.int64))
         return pa.table({c: arrays[c] for c in spec.all_columns})
 
 

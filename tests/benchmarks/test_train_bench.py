@@ -6,7 +6,7 @@ import os
 from benchmarks.train_bench import main
 
 
-def test_train_bench_writes_positive_throughputs(small_processed, tmp_path):
+def test_train_bench_writes_positive_throughputs_with_a_keras_adam_reference_for_esmm(small_processed, tmp_path):
     out = str(tmp_path / "results")
     rc = main(["--data", small_processed, "--steps", "3", "--batch-size", "512",
                "--models", "esmm", "naive", "--out", out, "--no-peer", "--no-progress"])
@@ -23,5 +23,9 @@ def test_train_bench_writes_positive_throughputs(small_processed, tmp_path):
         assert r["step_only_samples_per_second"] > 0
         assert r["steps_timed"] == 3
     assert doc["ratios_to_esmm"]["esmm"]["samples_per_second"] == 1.0
+    assert doc["models"]["esmm"]["optimizer"] == "lazy_adam"
+    reference = doc["models"]["esmm[keras_adam]"]
+    assert reference["optimizer"] == "adam" and reference["samples_per_second"] > 0
+    assert doc["ratios_to_esmm"]["esmm[keras_adam]"]["samples_per_second"] > 0
     assert "peer" not in doc
     assert "tensorflow" in doc["versions"] and "merlin-models" in doc["versions"]

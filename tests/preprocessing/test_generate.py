@@ -6,6 +6,7 @@ config, 400k rows with non-default rates); the other tests use small, fast confi
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -330,6 +331,101 @@ def test_conversion_varies_strongly_by_media_app_and_by_category(default_frame):
           f"{cats['mean'].max() / cats['mean'].min():.1f} over {len(cats)} categories")
     assert by_app.max() / by_app.min() > 3
     assert cats["mean"].max() / cats["mean"].min() > 5
+
+
+# ------------------------------------------------------------------- conversion trend over days
+
+#: Conversion-rich rates, so that the observed purchases of one app on one day are plentiful.
+TREND_RATES = FunnelRates(ctr=0.2, cart_given_click=0.2, purchase_given_click=0.08)
+
+
+def trend_config(trends, days: int) -> GeneratorConfig:
+    """The default apps with the given ``cvr_trend`` each, conversion-rich rates, a small pilot."""
+    apps = tuple(dataclasses.replace(a, cvr_trend=t) for a, t in zip(GeneratorConfig().apps,
+                                                                      trends))
+    return GeneratorConfig(days=days, rows_per_block=16_384, pilot_rows=20_000,
+                           rates=TREND_RATES, apps=apps)
+
+
+def sample_frame(cfg: GeneratorConfig, rows: int, seed: int) -> pd.DataFrame:
+    """All blocks of an ``ImpressionSampler`` (no files), the columns the trend tests use."""
+    sampler = ImpressionSampler(cfg, seed, rows)
+    cols = [C.APP_ID, C.DAY, C.CLICK, C.PURCHASE, C.P_CART_GIVEN_CLICK,
+            C.P_PURCHASE_GIVEN_CLICK]
+    return pd.concat([sampler.block(b).select(cols).to_pandas()
+                      for b in range(sampler.n_blocks)], ignore_index=True)
+
+
+def mean_and_se(x: pd.Series):
+    return float(x.mean()), float(x.std() / np.sqrt(len(x)))
+
+
+def observed_cvr_and_se(df: pd.DataFrame):
+    """purchase | click and its binomial standard error."""
+    clicked = df[df[C.CLICK] == 1]
+    rate = float(clicked[C.PURCHASE].mean())
+    return rate, float(np.sqrt(rate * (1 - rate) / len(clicked)))
+
+
+def test_positive_cvr_trend_raises_that_apps_conversion_from_first_to_last_day_only():
+    days, trend = 2, 1.0  # day offsets -0.5 and +0.5: one logit apart on the buy stage
+    cfg = trend_config([trend, 0.0, 0.0, 0.0, 0.0], days)
+    df = sample_frame(cfg, 200_000, seed=5)
+    first, last = df[df[C.DAY] == 0], df[df[C.DAY] == days - 1]
+    for app, trending in ((0, True), (1, False)):
+        a, b = first[first[C.APP_ID] == app], last[last[C.APP_ID] == app]
+        (p_a, se_pa), (p_b, se_pb) = (mean_and_se(x[C.P_PURCHASE_GIVEN_CLICK]) for x in (a, b))
+        (y_a, se_ya), (y_b, se_yb) = observed_cvr_and_se(a), observed_cvr_and_se(b)
+        se_p, se_y = np.hypot(se_pa, se_pb), np.hypot(se_ya, se_yb)
+        print(f"app {app}: true pCVR day 0 {p_a:.4f} -> day {days - 1} {p_b:.4f}; observed "
+              f"purchase | click {y_a:.4f} -> {y_b:.4f}")
+        if trending:
+            # +1 logit on buy and +0.5 on cart: measured 0.042 -> 0.094 at these rates.
+            assert p_b > 1.8 * p_a and p_b - p_a > 10 * se_p
+            assert y_b - y_a > Z * se_y
+        else:
+            assert abs(p_b - p_a) <= Z * se_p
+            assert abs(y_b - y_a) <= Z * se_y
+
+
+def test_cvr_trend_enters_the_cart_logit_at_half_and_the_buy_logit_fully_on_each_day():
+    # With every trend 0 and with a trend on app 0, the same seed draws the same impressions
+    # (the day takes no random draw), so the logits differ by the trend term and by the change
+    # of the intercepts alone, which were solved on a pilot that includes the trend.
+    days, trend = 5, 0.3
+    still = ImpressionSampler(trend_config([0.0] * 5, days), 3, 20_000)
+    moving = ImpressionSampler(trend_config([trend, 0.0, 0.0, 0.0, 0.0], days), 3, 20_000)
+    d_cart = moving.intercepts.cart - still.intercepts.cart
+    d_buy = moving.intercepts.buy - still.intercepts.buy
+    assert moving.intercepts.click == still.intercepts.click
+
+    def logit(p):
+        return np.log(p) - np.log1p(-p)
+
+    for block in range(moving.n_blocks):
+        s, m = still.block(block).to_pandas(), moving.block(block).to_pandas()
+        assert s[C.APP_ID].equals(m[C.APP_ID]) and s[C.P_CLICK].equals(m[C.P_CLICK])
+        day = moving.block_day(block)
+        shift = np.where(m[C.APP_ID] == 0, trend * (day - (days - 1) / 2), 0.0)
+        cart_s, cart_m = s[C.P_CART_GIVEN_CLICK], m[C.P_CART_GIVEN_CLICK]
+        buy_s = s[C.P_PURCHASE_GIVEN_CLICK] / cart_s
+        buy_m = m[C.P_PURCHASE_GIVEN_CLICK] / cart_m
+        np.testing.assert_allclose(logit(cart_m) - logit(cart_s), 0.5 * shift + d_cart,
+                                   atol=1e-6)
+        np.testing.assert_allclose(logit(buy_m) - logit(buy_s), shift + d_buy, atol=1e-6)
+
+
+def test_zero_cvr_trend_keeps_each_apps_true_conversion_the_same_on_every_day():
+    days = 3
+    df = sample_frame(trend_config([0.0] * 5, days), 150_000, seed=9)
+    for app, rows in df.groupby(C.APP_ID):
+        overall = rows[C.P_PURCHASE_GIVEN_CLICK].mean()
+        for day, on_day in rows.groupby(C.DAY):
+            mean, se = mean_and_se(on_day[C.P_PURCHASE_GIVEN_CLICK])
+            # Each day against the pooled mean (which shares a third of its rows): 4 SE.
+            assert abs(mean - overall) <= Z * se, (
+                f"app {app}, day {day}: mean true pCVR {mean:.5f} vs {overall:.5f} over all "
+                f"days ({abs(mean - overall) / se:.1f} SE)")
 
 
 # ------------------------------------------------------------------------ media informativeness

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
+from pathlib import Path
 
 import pytest
 import yaml
@@ -12,6 +14,8 @@ import yaml
 from preprocessing.simulator.config import (MAX_ITEMS, MAX_USERS, Effects, FunnelRates,
                                             GeneratorConfig, MediaApp, MediaSignal,
                                             config_from_dict, load_config)
+
+DEFAULT_YAML = Path(__file__).resolve().parents[3] / "preprocessing" / "configs" / "default.yaml"
 
 
 def four_apps(**overrides):
@@ -28,7 +32,7 @@ def test_default_config_is_valid_with_the_documented_defaults():
     cfg = GeneratorConfig()
     assert cfg.n_users == 1_000_000 and cfg.n_items == 100_000
     assert cfg.days == 7 and len(cfg.apps) >= 4
-    assert cfg.rates == FunnelRates(ctr=0.04, cart_given_click=0.10, purchase_given_click=0.02)
+    assert cfg.rates == FunnelRates(ctr=0.04, cart_given_click=0.12, purchase_given_click=0.05)
     assert len({a.name for a in cfg.apps}) == len(cfg.apps)
     assert cfg.to_dict()["rates"]["ctr"] == 0.04
     json.dumps(cfg.to_dict())  # plain data
@@ -84,6 +88,39 @@ def test_invalid_media_app_field_raises_value_error_naming_the_parameter(param, 
         MediaApp(**{"name": "x", "share": 1.0, **kwargs})
 
 
+@pytest.mark.parametrize("trend", [math.nan, math.inf, -math.inf, 1.01, -1.5, 3.0])
+def test_cvr_trend_that_is_not_finite_or_beyond_one_logit_per_day_raises_naming_it(trend,
+                                                                                   tmp_path):
+    with pytest.raises(ValueError, match=re.escape("'cvr_trend'")) as err:
+        MediaApp("x", 1.0, cvr_trend=trend)
+    assert "finite and in [-1, 1]" in str(err.value)
+    # The same from a config file (YAML writes .nan / .inf).
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(
+        {"apps": [{"name": f"a{i}", "share": 1, "cvr_trend": trend if i == 2 else 0.0}
+                  for i in range(4)]}))
+    with raises_naming("cvr_trend"):
+        load_config(str(path))
+
+
+def test_cvr_trend_defaults_to_zero_and_accepts_plus_or_minus_one():
+    assert MediaApp("x", 1.0).cvr_trend == 0.0
+    assert MediaApp("x", 1.0, cvr_trend=1.0).cvr_trend == 1.0
+    assert MediaApp("x", 1.0, cvr_trend=-1).cvr_trend == -1
+    trends = {a.name: a.cvr_trend for a in GeneratorConfig().apps}
+    assert trends == {"shortvideo_a": 0.0, "shortvideo_b": 0.10, "livestream_c": -0.08,
+                      "news_feed_d": 0.05, "game_e": -0.12}
+
+
+def test_default_yaml_lists_every_field_with_the_dataclass_defaults():
+    raw = yaml.safe_load(DEFAULT_YAML.read_text())
+    assert load_config(str(DEFAULT_YAML)) == GeneratorConfig()
+    # Every field is spelled out (the file documents them all), apps included.
+    assert set(raw) == {f.name for f in dataclasses.fields(GeneratorConfig)}
+    for app in raw["apps"]:
+        assert set(app) == {f.name for f in dataclasses.fields(MediaApp)}
+
+
 @pytest.mark.parametrize("cls, param, kwargs", [
     (Effects, "category_conv_sd", {"category_conv_sd": -0.1}),
     (MediaSignal, "shopping_noise", {"shopping_noise": -1.0}),
@@ -120,7 +157,7 @@ def test_load_config_reads_yaml_with_nested_overrides(tmp_path):
     cfg = load_config(str(path))
     assert (cfg.n_users, cfg.days, cfg.rows_per_block) == (5000, 3, 4096)
     # A nested mapping overrides only the keys it names; the rest keep their defaults.
-    assert cfg.rates == FunnelRates(ctr=0.03, cart_given_click=0.10, purchase_given_click=0.01)
+    assert cfg.rates == FunnelRates(ctr=0.03, cart_given_click=0.12, purchase_given_click=0.01)
     assert cfg.effects == dataclasses.replace(Effects(), clickbait_click=1.2)
     assert cfg.media == MediaSignal(interest_accuracy=0.9)
     # A list of apps replaces the default apps.

@@ -1,0 +1,65 @@
+"""LazyAdam: only the rows of a sparse gradient move; dense gradients get plain Adam."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from models.optimizers import LazyAdam, make_optimizer
+
+
+def _numpy_adam_rows(w, m, v, g, t, lr=0.01, b1=0.9, b2=0.999, eps=1e-8):
+    m = b1 * m + (1 - b1) * g
+    v = b2 * v + (1 - b2) * g * g
+    alpha = lr * np.sqrt(1 - b2 ** t) / (1 - b1 ** t)
+    return w - alpha * m / (np.sqrt(v) + eps), m, v
+
+
+def test_lazy_adam_moves_only_the_rows_in_the_sparse_gradient_and_matches_adam_on_them():
+    rng = np.random.default_rng(0)
+    table0 = rng.normal(size=(10, 3)).astype(np.float32)
+    table = tf.Variable(table0)
+    opt = LazyAdam(0.01, beta_1=0.9, beta_2=0.999, epsilon=1e-8)
+    w, m, v = table0.astype(np.float64), np.zeros((10, 3)), np.zeros((10, 3))
+    for t, rows in enumerate(([1, 4, 4, 7], [4, 2]), start=1):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(tf.gather(table, rows) ** 2)
+        grad = tape.gradient(loss, table)
+        assert isinstance(grad, tf.IndexedSlices)
+        opt.apply_gradients([(grad, table)])
+        dense = np.zeros((10, 3))
+        np.add.at(dense, rows, 2 * w[rows])  # duplicate ids sum, as the optimizer de-duplicates
+        touched = sorted(set(rows))
+        w[touched], m[touched], v[touched] = _numpy_adam_rows(
+            w[touched], m[touched], v[touched], dense[touched], t)
+    np.testing.assert_allclose(table.numpy(), w, rtol=1e-5, atol=1e-6)
+    untouched = [0, 3, 5, 6, 8, 9]
+    np.testing.assert_array_equal(table.numpy()[untouched], table0[untouched])
+    # Row 1 was in step 1 only: Keras Adam would keep moving it by its momentum in step 2.
+    adam_table = tf.Variable(table0)
+    adam = tf.keras.optimizers.Adam(0.01, epsilon=1e-8)
+    for rows in ([1, 4, 4, 7], [4, 2]):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(tf.gather(adam_table, rows) ** 2)
+        adam.apply_gradients([(tape.gradient(loss, adam_table), adam_table)])
+    assert not np.allclose(adam_table.numpy()[1], table.numpy()[1])
+
+
+def test_lazy_adam_equals_keras_adam_on_dense_gradients():
+    rng = np.random.default_rng(1)
+    init = rng.normal(size=(4, 2)).astype(np.float32)
+    a, b = tf.Variable(init), tf.Variable(init)
+    lazy, adam = LazyAdam(0.05, epsilon=1e-8), tf.keras.optimizers.Adam(0.05, epsilon=1e-8)
+    for _ in range(3):
+        for var, opt in ((a, lazy), (b, adam)):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_sum(tf.sin(var) * var)
+            opt.apply_gradients([(tape.gradient(loss, var), var)])
+    np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6)
+
+
+def test_make_optimizer_names_and_unknown_name_is_a_clear_error():
+    assert isinstance(make_optimizer("lazy_adam", 1e-3), LazyAdam)
+    adam = make_optimizer("adam", 1e-3)
+    assert isinstance(adam, tf.keras.optimizers.Adam) and not isinstance(adam, LazyAdam)
+    with pytest.raises(ValueError, match="unknown optimizer 'sgd'"):
+        make_optimizer("sgd", 1e-3)
