@@ -5,8 +5,9 @@ Usage::
     python -m models.train --model {naive,esmm,escm2_ips,mmoe} --data PROC_DIR --out RUN_DIR
         --seed S [--config FILE] [--resume] [--no-progress]
 
-The loop: LazyAdam (``models/optimizers.py``), shuffled batches from the Merlin TF loader, a validation pass after each epoch,
-early stopping on the validation loss (the best epoch's weights are kept), a checkpoint every
+The loop: LazyAdam (``models/optimizers.py``), shuffled batches from the Merlin TF loader, a
+validation pass after each epoch, early stopping on the validation loss (the best epoch's
+weights are kept), a checkpoint every
 ``checkpoint_every`` steps. ``--resume`` continues a run that was killed (even by SIGKILL) from
 its last checkpoint: the same epoch, the same shuffled order, the batches already trained on
 skipped, so nothing beyond the checkpoint is lost.

@@ -18,7 +18,7 @@ from typing import Dict, Mapping, Sequence
 
 import numpy as np
 
-from serving.preprocess import ListColumn
+from serving.preprocess import ListColumn, signature_inputs
 
 OPSET = 15
 OUTPUTS = ("pctr", "pcvr")
@@ -72,13 +72,10 @@ def processed_feed(proc_dir: str, signature: Mapping[str, Mapping], multihot: Se
         raise FileNotFoundError(f"{proc_dir}/test: no processed Parquet to check ONNX against")
     names = [n for n in signature if not n.endswith("__values") and not n.endswith("__offsets")]
     table = pq.read_table(parts[0], columns=names + list(multihot)).slice(0, rows)
-    feed = {n: np.asarray(table.column(n).to_numpy(),
-                          dtype=signature[n]["dtype"]).reshape(-1) for n in names}
+    processed = {n: table.column(n).to_numpy() for n in names}
     for c in multihot:
-        lists = ListColumn.from_lists(table.column(c).to_pylist())
-        feed[f"{c}__values"] = lists.values.astype(np.int64)
-        feed[f"{c}__offsets"] = np.asarray(lists.offsets, dtype=np.int64)
-    return feed
+        processed[c] = ListColumn.from_lists(table.column(c).to_pylist())
+    return signature_inputs(processed, signature)
 
 
 def check_against_tensorflow(saved_model: str, onnx_path: str, feed: Mapping[str, np.ndarray],

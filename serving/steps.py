@@ -21,7 +21,7 @@ from typing import Dict, List, Mapping, Sequence, Union
 
 import numpy as np
 
-from serving.preprocess import LENGTHS_SUFFIX, ListColumn, RequestError
+from serving.preprocess import LENGTHS_SUFFIX, ListColumn, RequestError, signature_inputs
 
 Tensors = Dict[str, np.ndarray]
 Result = Union[Tensors, RequestError]
@@ -131,16 +131,12 @@ class PredictStep:
     def predict(self, tensors: Mapping[str, np.ndarray]) -> Tensors:
         """Model outputs (``[B, 1]`` float32 ``pctr``, ``pcvr``) of one batch of ensemble
         tensors."""
-        feed = {}
-        for name, spec in self.signature.items():
-            if name.endswith("__values") or name.endswith("__offsets"):
-                continue
-            feed[name] = np.asarray(tensors[name]).reshape(-1).astype(spec["dtype"])
+        processed = {name: tensors[name] for name in self.signature
+                     if not name.endswith("__values") and not name.endswith("__offsets")}
         for c in self.multihot:
             padded = np.asarray(tensors[c])
-            lc = ListColumn.from_padded(padded, (padded != 0).sum(axis=1))
-            feed[f"{c}__values"] = lc.values.astype(np.int64)
-            feed[f"{c}__offsets"] = np.asarray(lc.offsets, dtype=np.int64)
+            processed[c] = ListColumn.from_padded(padded, (padded != 0).sum(axis=1))
+        feed = signature_inputs(processed, self.signature)
         if self.runtime == "onnx":
             out = self.onnx(feed)
             return {k: out[k].reshape(-1, 1) for k in ("pctr", "pcvr")}
