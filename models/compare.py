@@ -3,7 +3,7 @@
 Usage::
 
     python -m models.compare --data PROC_DIR --out OUT_DIR [--models naive esmm escm2_ips mmoe]
-        [--seeds 3] [--config FILE]
+        [--seeds 3] [--config FILE] [--split {test,valid}]
 
 Runs go to ``OUT_DIR/runs/<model>_seed<k>``; a run whose ``metrics.json`` exists is reused and
 an interrupted one is resumed from its checkpoint, so the command can be restarted after a crash.
@@ -22,21 +22,27 @@ from preprocessing.report import print_table
 
 
 def compare(data_dir: str, out: str, models: List[str], seeds: int, config: Optional[str],
-            progress: bool = True) -> dict:
-    """Train ``models`` x ``seeds`` runs (reusing finished ones) and evaluate them together."""
+            progress: bool = True, split: str = "test") -> dict:
+    """Train ``models`` x ``seeds`` runs (reusing finished ones) and evaluate them together on
+    ``split``. A run directory left by a different configuration (or data) is an error, not
+    silently reused."""
     from models.evaluate import evaluate_runs
-    from models.train import train
+    from models.train import run_identity, same_run, train
     mcfg, tcfg = load_configs(config)
     run_dirs = []
     for model in models:
         for seed in range(seeds):
             run_dir = os.path.join(out, "runs", f"{model}_seed{seed}")
             run_dirs.append(run_dir)
+            if os.path.exists(os.path.join(run_dir, "config.json")) and not same_run(
+                    run_dir, run_identity(model, data_dir, seed, mcfg, tcfg)):
+                raise ValueError(f"{run_dir}: holds a run of another configuration or dataset "
+                                 f"than {config or 'the defaults'} on {data_dir}; use a new --out")
             if os.path.exists(os.path.join(run_dir, "metrics.json")):
                 continue
             resume = os.path.isdir(os.path.join(run_dir, "checkpoints"))
             train(model, data_dir, run_dir, seed, mcfg, tcfg, resume=resume, progress=progress)
-    return evaluate_runs(run_dirs, data_dir, os.path.join(out, "report"))
+    return evaluate_runs(run_dirs, data_dir, os.path.join(out, "report"), split)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -50,6 +56,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--models", nargs="+", default=list(MODEL_NAMES), choices=MODEL_NAMES)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--config", default=None)
+    parser.add_argument("--split", default="test", choices=("valid", "test"),
+                        help="the split the report is computed on")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     if args.seeds < 1:
@@ -57,7 +65,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     try:
         report = compare(args.data, args.out, args.models, args.seeds, args.config,
-                         progress=not args.no_progress)
+                         progress=not args.no_progress, split=args.split)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -16,6 +16,7 @@ from preprocessing.params import check_param
 
 MODEL_NAMES = ("naive", "naive_shared", "esmm", "escm2_ips", "mmoe")
 OPTIMIZER_NAMES = ("adam", "lazy_adam")
+LR_SCHEDULE_NAMES = ("constant", "cosine")
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,10 @@ class TrainConfig:
         learning_rate: Adam learning rate (beta 0.9 / 0.999, epsilon 1e-8, as in ESMM).
         optimizer: ``adam`` (Keras Adam: a sparse gradient decays and moves every embedding
             row) or ``lazy_adam`` (only the rows in the batch; ``models/optimizers.py``).
+        lr_schedule: ``constant``, or ``cosine``: the rate decays from ``learning_rate`` to 0
+            along a half cosine over the run's planned steps (``epochs`` x steps per epoch, or
+            ``max_steps`` when it is smaller; Loshchilov & Hutter, "SGDR", ICLR 2017). The
+            schedule reads the optimizer's step counter, so a resumed run continues it.
         patience: epochs without validation-loss improvement before early stopping.
         checkpoint_every: steps between checkpoints (a SIGKILL loses at most this many).
         max_steps: stop after this many steps in total (0 = no limit).
@@ -87,6 +92,7 @@ class TrainConfig:
     epochs: int = 3
     learning_rate: float = 2e-3
     optimizer: str = "lazy_adam"
+    lr_schedule: str = "constant"
     patience: int = 1
     checkpoint_every: int = 50
     max_steps: int = 0
@@ -98,6 +104,8 @@ class TrainConfig:
         check_param(self.learning_rate > 0, "learning_rate", "> 0", self.learning_rate)
         check_param(self.optimizer in OPTIMIZER_NAMES, "optimizer",
                     f"one of {', '.join(OPTIMIZER_NAMES)}", self.optimizer)
+        check_param(self.lr_schedule in LR_SCHEDULE_NAMES, "lr_schedule",
+                    f"one of {', '.join(LR_SCHEDULE_NAMES)}", self.lr_schedule)
         check_param(self.patience >= 0, "patience", ">= 0", self.patience)
         check_param(self.checkpoint_every >= 1, "checkpoint_every", ">= 1", self.checkpoint_every)
         check_param(self.max_steps >= 0, "max_steps", ">= 0", self.max_steps)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from models.config import OPTIMIZER_NAMES
+from models.config import LR_SCHEDULE_NAMES, OPTIMIZER_NAMES
 
 
 class LazyAdam(tf.keras.optimizers.Adam):
@@ -61,9 +61,22 @@ class LazyAdam(tf.keras.optimizers.Adam):
                                               rows))
 
 
-def make_optimizer(name: str, learning_rate: float) -> tf.keras.optimizers.Optimizer:
+def learning_rate_schedule(name: str, learning_rate: float, total_steps: int):
+    """The learning rate of a run: the constant ``learning_rate``, or (``cosine``) a half cosine
+    from ``learning_rate`` at step 0 to 0 at ``total_steps`` (Loshchilov & Hutter, ICLR 2017)."""
+    if name == "constant":
+        return learning_rate
+    if name == "cosine":
+        if total_steps < 1:
+            raise ValueError(f"a cosine schedule needs total_steps >= 1, got {total_steps}")
+        return tf.keras.optimizers.schedules.CosineDecay(learning_rate, total_steps, alpha=0.0)
+    raise ValueError(f"unknown lr_schedule {name!r}; known: {', '.join(LR_SCHEDULE_NAMES)}")
+
+
+def make_optimizer(name: str, learning_rate) -> tf.keras.optimizers.Optimizer:
     """The training optimizer ``name`` (one of :data:`OPTIMIZER_NAMES`) with the ESMM paper's
-    Adam constants (beta 0.9 / 0.999, epsilon 1e-8)."""
+    Adam constants (beta 0.9 / 0.999, epsilon 1e-8). ``learning_rate`` is a float or a Keras
+    schedule (:func:`learning_rate_schedule`)."""
     kwargs = dict(beta_1=0.9, beta_2=0.999, epsilon=1e-8)
     if name == "adam":
         return tf.keras.optimizers.Adam(learning_rate, **kwargs)

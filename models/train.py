@@ -5,10 +5,10 @@ Usage::
     python -m models.train --model {naive,esmm,escm2_ips,mmoe} --data PROC_DIR --out RUN_DIR
         --seed S [--config FILE] [--resume] [--no-progress]
 
-The loop: LazyAdam (``models/optimizers.py``), shuffled batches from the Merlin TF loader, a
-validation pass after each epoch, early stopping on the validation loss (the best epoch's
-weights are kept), a checkpoint every
-``checkpoint_every`` steps. ``--resume`` continues a run that was killed (even by SIGKILL) from
+The loop: LazyAdam (``models/optimizers.py``) at a constant or cosine-decayed learning rate
+(``lr_schedule``), shuffled batches from the Merlin TF loader, a validation pass after each
+epoch, early stopping on the validation loss (the best epoch's weights are kept), a checkpoint
+every ``checkpoint_every`` steps. ``--resume`` continues a run that was killed (even by SIGKILL) from
 its last checkpoint: the same epoch, the same shuffled order, the batches already trained on
 skipped, so nothing beyond the checkpoint is lost.
 
@@ -73,7 +73,7 @@ class Trainer:
 
         from models.baselines import build_model
         from models.data import features_and_targets, model_columns, split_dataset
-        from models.optimizers import make_optimizer
+        from models.optimizers import learning_rate_schedule, make_optimizer
 
         self.model_name, self.data_dir, self.run_dir = model_name, data_dir, run_dir
         self.seed, self.mcfg, self.tcfg, self.progress = seed, model_config, train_config, progress
@@ -82,11 +82,16 @@ class Trainer:
         columns = model_columns(schema, self.targets)
         self.train_ds = split_dataset(data_dir, "train", columns)
         self.valid_ds = split_dataset(data_dir, "valid", columns)
+        self.steps_per_epoch = -(-self.train_ds.num_rows // train_config.batch_size)
+        planned = train_config.epochs * self.steps_per_epoch
+        if train_config.max_steps:
+            planned = min(planned, train_config.max_steps)
         self.strategy = _strategy()
         with self.strategy.scope():
             self.model = build_model(model_name, self.features, model_config, self.targets)
-            self.model.optimizer = make_optimizer(train_config.optimizer,
-                                                  train_config.learning_rate)
+            lr = learning_rate_schedule(train_config.lr_schedule, train_config.learning_rate,
+                                        planned)
+            self.model.optimizer = make_optimizer(train_config.optimizer, lr)
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False)
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
         self.step_in_epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
@@ -141,8 +146,7 @@ class Trainer:
             if os.path.exists(history_path):
                 self.history = json.load(open(history_path))
         writer = tf.summary.create_file_writer(os.path.join(self.run_dir, "tensorboard"))
-        n_train = self.train_ds.num_rows
-        steps_per_epoch = -(-n_train // self.tcfg.batch_size)
+        steps_per_epoch = self.steps_per_epoch
         t_start, seen = time.perf_counter(), 0
         stop = False
         while int(self.epoch) < self.tcfg.epochs and not stop:
@@ -163,6 +167,9 @@ class Trainer:
                 if int(self.step) % 10 == 0:
                     with writer.as_default():
                         tf.summary.scalar("train/loss", loss, step=int(self.step))
+                        tf.summary.scalar("train/learning_rate",
+                                          float(self.model.optimizer.learning_rate),
+                                          step=int(self.step))
                 if int(self.step) % self.tcfg.checkpoint_every == 0:
                     manager.save(checkpoint_number=int(self.step))
                 if self.tcfg.max_steps and int(self.step) >= self.tcfg.max_steps:
@@ -208,10 +215,27 @@ class Trainer:
         return total / max(rows, 1)
 
 
+def run_identity(model_name: str, data_dir: str, seed: int, model_config, train_config) -> Dict:
+    """What makes two runs the same run: the model, the data, the seed and both configs (the
+    keys of ``RUN_DIR/config.json`` that ``--resume`` and ``models.compare`` check)."""
+    from models.config import configs_to_dict
+    return {"model": model_name, "seed": seed, "data": os.path.abspath(data_dir),
+            **configs_to_dict(model_config, train_config)}
+
+
+def same_run(run_dir: str, identity: Dict) -> bool:
+    """Whether ``RUN_DIR/config.json`` was written for ``identity`` (:func:`run_identity`)."""
+    path = os.path.join(run_dir, "config.json")
+    if not os.path.exists(path):
+        return False
+    previous = json.load(open(path))
+    return {k: previous.get(k) for k in identity} == json.loads(json.dumps(identity))
+
+
 def train(model_name: str, data_dir: str, run_dir: str, seed: int, model_config=None,
           train_config=None, resume: bool = False, progress: bool = True) -> Dict:
     """Train, export and evaluate one model; returns the metrics written to ``metrics.json``."""
-    from models.config import ModelConfig, TrainConfig, configs_to_dict
+    from models.config import ModelConfig, TrainConfig
     from models.evaluate import evaluate_run_split
     from models.export import export_saved_model
 
@@ -219,8 +243,7 @@ def train(model_name: str, data_dir: str, run_dir: str, seed: int, model_config=
     train_config = train_config or TrainConfig()
     os.makedirs(run_dir, exist_ok=True)
     config_path = os.path.join(run_dir, "config.json")
-    resolved = {"model": model_name, "seed": seed, "data": os.path.abspath(data_dir),
-                **configs_to_dict(model_config, train_config)}
+    resolved = run_identity(model_name, data_dir, seed, model_config, train_config)
     if not resume:  # a fresh run never continues from an older run's checkpoints
         for stale in ("checkpoints", "best"):
             shutil.rmtree(os.path.join(run_dir, stale), ignore_errors=True)
@@ -228,8 +251,7 @@ def train(model_name: str, data_dir: str, run_dir: str, seed: int, model_config=
             if os.path.exists(os.path.join(run_dir, stale)):
                 os.remove(os.path.join(run_dir, stale))
     if resume and os.path.exists(config_path):
-        previous = json.load(open(config_path))
-        if {k: previous.get(k) for k in resolved} != json.loads(json.dumps(resolved)):
+        if not same_run(run_dir, resolved):
             raise ValueError(f"{config_path}: --resume with a different configuration than the "
                              f"interrupted run; use a new --out")
     trainer = Trainer(model_name, data_dir, run_dir, seed, model_config, train_config, progress)
@@ -247,7 +269,10 @@ def train(model_name: str, data_dir: str, run_dir: str, seed: int, model_config=
 
 
 def quiet_tensorflow() -> None:
-    """Silence TensorFlow's C++ info logs and tracing chatter on the console."""
+    """Silence TensorFlow's C++ info logs and tracing chatter, and NVTabular's known CPU-mode
+    warnings, on the console."""
+    from preprocessing.report import silence_known_warnings
+    silence_known_warnings()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import logging
     logging.getLogger("tensorflow").setLevel(logging.ERROR)

@@ -31,7 +31,6 @@ import os
 import shutil
 import sys
 import time
-import warnings
 from typing import Dict, List, Optional
 
 import numpy as np
@@ -39,17 +38,13 @@ import pyarrow.parquet as pq
 
 from preprocessing import columns as C
 from preprocessing.atomic import atomic_output_dir
-from preprocessing.report import package_versions, peak_rss_mb, print_table
+from preprocessing.report import (package_versions, peak_rss_mb, print_table,
+                                  silence_known_warnings)
 from preprocessing.validate import (InputValidationError, funnel_rules, list_parquet_files,
                                     validate_dataset)
 from preprocessing.workflow import WorkflowConfig, build_workflow, load_workflow_config
 
 SPLITS = ("train", "valid", "test")
-#: Warnings that NVTabular 23.08 emits on every CPU run and that say nothing actionable here:
-#: the CPU mode is the documented default off-GPU, and hashing the id tail is configured.
-KNOWN_WARNINGS = ("Initializing an NVTabular Dataset in CPU mode",
-                  "Performing a hash-based transformation",
-                  "PyTorch dtype mappings did not load")
 
 
 def has_gpu_dataframes() -> bool:
@@ -229,8 +224,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--on-funnel-violation", choices=("error", "drop"), default="error")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    for message in KNOWN_WARNINGS:
-        warnings.filterwarnings("ignore", message=message)
+    silence_known_warnings()
     try:
         manifest = run(args.input, args.out, load_workflow_config(args.config), args.workers,
                        args.scheduler_address, args.on_funnel_violation,

@@ -1,10 +1,12 @@
-"""LazyAdam: only the rows of a sparse gradient move; dense gradients get plain Adam."""
+"""LazyAdam: only the rows of a sparse gradient move; dense gradients get plain Adam; the
+learning-rate schedules."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from models.optimizers import LazyAdam, make_optimizer
+from models.config import TrainConfig
+from models.optimizers import LazyAdam, learning_rate_schedule, make_optimizer
 
 
 def _numpy_adam_rows(w, m, v, g, t, lr=0.01, b1=0.9, b2=0.999, eps=1e-8):
@@ -63,3 +65,47 @@ def test_make_optimizer_names_and_unknown_name_is_a_clear_error():
     assert isinstance(adam, tf.keras.optimizers.Adam) and not isinstance(adam, LazyAdam)
     with pytest.raises(ValueError, match="unknown optimizer 'sgd'"):
         make_optimizer("sgd", 1e-3)
+
+
+def _sparse_step(opt, var):
+    grad = tf.IndexedSlices(tf.ones([1, 2]), tf.constant([1]), tf.constant([4, 2]))
+    opt.apply_gradients([(grad, var)])
+
+
+def test_cosine_schedule_decays_the_rate_along_a_half_cosine_to_zero_at_the_planned_steps():
+    total = 8
+    opt = make_optimizer("lazy_adam", learning_rate_schedule("cosine", 0.1, total))
+    var = tf.Variable(tf.zeros([4, 2]))
+    for k in range(total):
+        _sparse_step(opt, var)  # the update of step k uses the rate at k
+        np.testing.assert_allclose(float(opt.learning_rate),
+                                   0.05 * (1 + np.cos(np.pi * k / total)), rtol=1e-5)
+    before = var.numpy().copy()
+    _sparse_step(opt, var)
+    assert float(opt.learning_rate) == 0.0
+    np.testing.assert_array_equal(var.numpy(), before)  # past the plan the rate stays 0
+
+
+def test_a_restored_optimizer_continues_the_schedule_where_the_checkpoint_left_it(tmp_path):
+    var = tf.Variable(tf.zeros([4, 2]))
+    opt = make_optimizer("lazy_adam", learning_rate_schedule("cosine", 0.1, 10))
+    for _ in range(4):
+        _sparse_step(opt, var)
+    path = tf.train.Checkpoint(optimizer=opt, var=var).write(str(tmp_path / "ckpt"))
+    var2 = tf.Variable(tf.zeros([4, 2]))
+    opt2 = make_optimizer("lazy_adam", learning_rate_schedule("cosine", 0.1, 10))
+    opt2.build([var2])
+    tf.train.Checkpoint(optimizer=opt2, var=var2).read(path).assert_consumed()
+    _sparse_step(opt2, var2)
+    np.testing.assert_allclose(float(opt2.learning_rate), 0.05 * (1 + np.cos(np.pi * 4 / 10)),
+                               rtol=1e-5)
+
+
+def test_constant_schedule_is_the_rate_and_unknown_schedules_are_clear_errors():
+    assert learning_rate_schedule("constant", 0.01, 5) == 0.01
+    with pytest.raises(ValueError, match="unknown lr_schedule 'step'"):
+        learning_rate_schedule("step", 0.01, 5)
+    with pytest.raises(ValueError, match="total_steps >= 1"):
+        learning_rate_schedule("cosine", 0.01, 0)
+    with pytest.raises(ValueError, match="lr_schedule"):
+        TrainConfig(lr_schedule="linear")
