@@ -34,7 +34,8 @@ class ModelConfig:
         mmoe_expert_units: hidden units of each MMoE expert.
         ips_clip: lower clip of pCTR in the ESCM2-IPS weights 1 / pCTR (our choice).
         ips_weight: weight of the ESCM2 counterfactual CVR risk.
-        ctcvr_weight: weight of the CTCVR loss in entire-space models.
+        ctcvr_weight: weight of the CTCVR loss in entire-space models (ESMM paper: 1; on the
+            4M default data the validation day prefers 3, README "Models").
         prior_bias_init: start each task's output bias at the logit of its training base rate
             (our choice; the same for every model).
     """
