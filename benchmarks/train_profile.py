@@ -56,14 +56,16 @@ def _time(fn: Callable[[], object], steps: int) -> float:
 
 
 def profile(data_dir: str, model_name: str, batch_size: int, steps: int,
-            optimizer: str = "lazy_adam") -> Dict[str, object]:
-    """Seconds per step of each part of a training step (see the module docstring)."""
+            optimizer: Optional[str] = None) -> Dict[str, object]:
+    """Seconds per step of each part of a training step (see the module docstring), with
+    ``optimizer`` (default: the trainer's, ``TrainConfig().optimizer``)."""
     import tensorflow as tf
 
     from models.baselines import build_model
-    from models.config import ModelConfig
+    from models.config import ModelConfig, TrainConfig
     from models.data import batches, features_and_targets, model_columns, split_dataset
     from models.optimizers import make_optimizer
+    optimizer = optimizer or TrainConfig().optimizer
     features, targets, schema = features_and_targets(data_dir)
     ds = split_dataset(data_dir, "train", model_columns(schema, targets))
     it = batches(ds, batch_size, shuffle=True, seed=0)
@@ -112,7 +114,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     """CLI entry point: ``python -m benchmarks.train_profile``."""
     from models.train import quiet_tensorflow
     quiet_tensorflow()
-    from models.config import OPTIMIZER_NAMES, TrainConfig
+    from models.config import OPTIMIZER_NAMES
     parser = argparse.ArgumentParser(prog="python -m benchmarks.train_profile",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", required=True, help="output directory of preprocessing.run")
@@ -127,8 +129,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print("error: --batch-size and --steps must be >= 1", file=sys.stderr)
         return 2
     load_before = os.getloadavg()[0]
-    result = profile(args.data, args.model, args.batch_size, args.steps,
-                     args.optimizer or TrainConfig().optimizer)
+    result = profile(args.data, args.model, args.batch_size, args.steps, args.optimizer)
     date = dt.date.today().isoformat()
     doc = {"benchmark": "train_profile", "date": date,
            "run_at": dt.datetime.now().isoformat(timespec="seconds"),

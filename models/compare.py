@@ -18,6 +18,7 @@ import sys
 from typing import List, Optional
 
 from models.config import MODEL_NAMES, load_configs
+from models.metrics import format_mean_std
 from preprocessing.report import print_table
 
 
@@ -70,8 +71,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(open(os.path.join(args.out, "report", "report.md")).read())
-    rows = [(f"{m} entire_space_cvr_auc", f"{r['entire_space_cvr_auc']['mean']:.4f} ± "
-             f"{r['entire_space_cvr_auc']['std']:.4f}")
+    rows = [(f"{m} entire_space_cvr_auc", format_mean_std(r["entire_space_cvr_auc"]["values"]))
             for m, r in report.items() if "entire_space_cvr_auc" in r]
     rows.append(("report", os.path.join(os.path.abspath(args.out), "report", "report.json")))
     print_table("models.compare", rows)

@@ -26,6 +26,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import yaml
 
+from models import metrics as M
 from models.config import MODEL_NAMES, ModelConfig, TrainConfig, load_configs
 from preprocessing.atomic import atomic_output_dir, atomic_write_text
 from preprocessing.params import check_param
@@ -167,7 +168,7 @@ def sweep(spec: SweepSpec, data_dir: str, out: str, base_config: Optional[str] =
               "base_config": base_config, **choose(spec, reports)}
     table = markdown_table(
         [spec.param, f"{spec.select} (valid)", "per seed", ""],
-        [[r["value"], f"{r['mean']:.4f} ± {r['std']:.4f}",
+        [[r["value"], M.format_mean_std(r["values"]),
           " / ".join(f"{v:.4f}" for v in r["values"]),
           "chosen" if r["value"] == result["chosen"] else ""] for r in result["rows"]])
     with atomic_output_dir(os.path.join(out, "summary")) as staging:
@@ -206,7 +207,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     summary = os.path.join(os.path.abspath(args.out), "summary")
     print(open(os.path.join(summary, "sweep.md")).read())
-    rows = [(f"{spec.param}={r['value']}", f"{r['mean']:.4f} ± {r['std']:.4f}")
+    rows = [(f"{spec.param}={r['value']}", M.format_mean_std(r["values"]))
             for r in result["rows"]]
     rows += [("chosen", result["chosen"]), ("summary", os.path.join(summary, "sweep.json"))]
     print_table(f"models.sweep ({spec.select}, validation)", rows)
