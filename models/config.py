@@ -16,7 +16,7 @@ from preprocessing.params import check_param
 
 MODEL_NAMES = ("naive", "naive_shared", "esmm", "escm2_ips", "mmoe")
 OPTIMIZER_NAMES = ("adam", "lazy_adam")
-LR_SCHEDULE_NAMES = ("constant", "cosine")
+LR_SCHEDULE_NAMES = ("constant", "cosine", "cosine_dense")
 
 
 @dataclass(frozen=True)
@@ -83,6 +83,10 @@ class TrainConfig:
             along a half cosine over the run's planned steps (``epochs`` x steps per epoch, or
             ``max_steps`` when it is smaller; Loshchilov & Hutter, "SGDR", ICLR 2017). The
             schedule reads the optimizer's step counter, so a resumed run continues it.
+            ``cosine_dense``: the dense weights follow that cosine while the embedding rows
+            (the sparse updates of ``lazy_adam``) keep ``learning_rate``: a row is updated
+            only in the steps whose batch holds its id, so a decay by the global step starves
+            the rows of ids first seen late in the run. Needs ``optimizer: lazy_adam``.
         patience: epochs without validation-loss improvement before early stopping.
         checkpoint_every: steps between checkpoints (a SIGKILL loses at most this many).
         max_steps: stop after this many steps in total (0 = no limit).
@@ -107,6 +111,9 @@ class TrainConfig:
                     f"one of {', '.join(OPTIMIZER_NAMES)}", self.optimizer)
         check_param(self.lr_schedule in LR_SCHEDULE_NAMES, "lr_schedule",
                     f"one of {', '.join(LR_SCHEDULE_NAMES)}", self.lr_schedule)
+        check_param(self.lr_schedule != "cosine_dense" or self.optimizer == "lazy_adam",
+                    "lr_schedule", "other than cosine_dense unless optimizer is lazy_adam "
+                    "(Keras Adam updates embedding rows densely)", self.lr_schedule)
         check_param(self.patience >= 0, "patience", ">= 0", self.patience)
         check_param(self.checkpoint_every >= 1, "checkpoint_every", ">= 1", self.checkpoint_every)
         check_param(self.max_steps >= 0, "max_steps", ">= 0", self.max_steps)

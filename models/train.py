@@ -6,11 +6,12 @@ Usage::
         --seed S [--config FILE] [--resume] [--no-progress]
 
 The loop: LazyAdam (``models/optimizers.py``) at a constant or cosine-decayed learning rate
-(``lr_schedule``), shuffled batches from the Merlin TF loader, a validation pass after each
-epoch, early stopping on the validation loss (the best epoch's weights are kept), a checkpoint
-every ``checkpoint_every`` steps. ``--resume`` continues a run that was killed (even by SIGKILL) from
-its last checkpoint: the same epoch, the same shuffled order, the batches already trained on
-skipped, so nothing beyond the checkpoint is lost.
+(``lr_schedule``; ``cosine_dense`` decays the dense weights only), shuffled batches from the
+Merlin TF loader, a validation pass after each epoch, early stopping on the validation loss
+(the best epoch's weights are kept), a checkpoint every ``checkpoint_every`` steps.
+``--resume`` continues a run that was killed (even by SIGKILL) from its last checkpoint: the
+same epoch, the same shuffled order, the batches already trained on skipped, so nothing
+beyond the checkpoint is lost.
 
 ``RUN_DIR`` holds ``config.json`` (resolved), ``metrics.json`` (history, throughput, test
 metrics), ``saved_model/`` (a SavedModel with a ``serving_default`` signature), ``signature.json``,
@@ -73,7 +74,7 @@ class Trainer:
 
         from models.baselines import build_model
         from models.data import features_and_targets, model_columns, split_dataset
-        from models.optimizers import learning_rate_schedule, make_optimizer
+        from models.optimizers import learning_rate_schedule, make_optimizer, sparse_learning_rate
 
         self.model_name, self.data_dir, self.run_dir = model_name, data_dir, run_dir
         self.seed, self.mcfg, self.tcfg, self.progress = seed, model_config, train_config, progress
@@ -91,7 +92,9 @@ class Trainer:
             self.model = build_model(model_name, self.features, model_config, self.targets)
             lr = learning_rate_schedule(train_config.lr_schedule, train_config.learning_rate,
                                         planned)
-            self.model.optimizer = make_optimizer(train_config.optimizer, lr)
+            self.model.optimizer = make_optimizer(
+                train_config.optimizer, lr,
+                sparse_learning_rate(train_config.lr_schedule, train_config.learning_rate))
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False)
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
         self.step_in_epoch = tf.Variable(0, dtype=tf.int64, trainable=False)

@@ -6,7 +6,8 @@ import pytest
 import tensorflow as tf
 
 from models.config import TrainConfig
-from models.optimizers import LazyAdam, learning_rate_schedule, make_optimizer
+from models.optimizers import (LazyAdam, learning_rate_schedule, make_optimizer,
+                               sparse_learning_rate)
 
 
 def _numpy_adam_rows(w, m, v, g, t, lr=0.01, b1=0.9, b2=0.999, eps=1e-8):
@@ -109,3 +110,36 @@ def test_constant_schedule_is_the_rate_and_unknown_schedules_are_clear_errors():
         learning_rate_schedule("cosine", 0.01, 0)
     with pytest.raises(ValueError, match="lr_schedule"):
         TrainConfig(lr_schedule="linear")
+
+
+def test_cosine_dense_decays_dense_weights_to_zero_while_embedding_rows_keep_the_peak_rate():
+    total = 4
+    opt = make_optimizer("lazy_adam", learning_rate_schedule("cosine_dense", 0.1, total),
+                         sparse_learning_rate("cosine_dense", 0.1))
+    peak = make_optimizer("lazy_adam", 0.1)  # the rows' reference: a constant rate
+    table, table_ref = tf.Variable(tf.zeros([4, 2])), tf.Variable(tf.zeros([4, 2]))
+    dense = tf.Variable(tf.ones([3]))
+    row_grad = tf.IndexedSlices(tf.ones([1, 2]), tf.constant([1]), tf.constant([4, 2]))
+    for _ in range(total + 2):
+        before = dense.numpy().copy()
+        opt.apply_gradients([(row_grad, table), (tf.ones([3]), dense)])
+        _sparse_step(peak, table_ref)
+    np.testing.assert_allclose(table.numpy(), table_ref.numpy(), rtol=1e-6)
+    assert float(opt.learning_rate) == 0.0
+    np.testing.assert_array_equal(dense.numpy(), before)  # the dense step past the plan is 0
+    assert table.numpy()[1, 0] < -0.5  # the row kept moving by ~0.1 a step
+
+
+def test_sparse_rate_is_set_only_by_cosine_dense_and_needs_lazy_adam():
+    assert sparse_learning_rate("cosine_dense", 0.01) == 0.01
+    assert sparse_learning_rate("cosine", 0.01) is None
+    assert sparse_learning_rate("constant", 0.01) is None
+    with pytest.raises(ValueError, match="unknown lr_schedule 'step'"):
+        sparse_learning_rate("step", 0.01)
+    with pytest.raises(ValueError, match="needs optimizer lazy_adam"):
+        make_optimizer("adam", 0.01, 0.01)
+    with pytest.raises(ValueError, match="sparse_learning_rate must be > 0"):
+        LazyAdam(0.01, sparse_learning_rate=0.0)
+    with pytest.raises(ValueError, match="unless optimizer is lazy_adam"):
+        TrainConfig(lr_schedule="cosine_dense", optimizer="adam")
+    assert TrainConfig(lr_schedule="cosine_dense").optimizer == "lazy_adam"
