@@ -128,7 +128,10 @@ def _from_dict(cls, raw: Optional[Dict[str, Any]], where: str):
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ValueError(f"{where}: unknown keys {unknown}; known keys are {sorted(known)}")
-    return cls(**raw)
+    try:
+        return cls(**raw)
+    except ValueError as e:  # a field's validation: say which file and section it came from
+        raise ValueError(f"{where}: {e}") from None
 
 
 def load_configs(path: Optional[str]) -> Tuple[ModelConfig, TrainConfig]:

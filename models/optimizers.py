@@ -76,25 +76,28 @@ class LazyAdam(tf.keras.optimizers.Adam):
                                               rows))
 
 
+def _check_schedule_name(name: str) -> None:
+    if name not in LR_SCHEDULE_NAMES:
+        raise ValueError(f"unknown lr_schedule {name!r}; known: {', '.join(LR_SCHEDULE_NAMES)}")
+
+
 def learning_rate_schedule(name: str, learning_rate: float, total_steps: int):
     """The learning rate of a run's dense weights: the constant ``learning_rate``, or
     (``cosine``, ``cosine_dense``) a half cosine from ``learning_rate`` at step 0 to 0 at
     ``total_steps`` (Loshchilov & Hutter, ICLR 2017). :func:`sparse_learning_rate` says what
     the embedding rows get."""
+    _check_schedule_name(name)
     if name == "constant":
         return learning_rate
-    if name in ("cosine", "cosine_dense"):
-        if total_steps < 1:
-            raise ValueError(f"a cosine schedule needs total_steps >= 1, got {total_steps}")
-        return tf.keras.optimizers.schedules.CosineDecay(learning_rate, total_steps, alpha=0.0)
-    raise ValueError(f"unknown lr_schedule {name!r}; known: {', '.join(LR_SCHEDULE_NAMES)}")
+    if total_steps < 1:
+        raise ValueError(f"a cosine schedule needs total_steps >= 1, got {total_steps}")
+    return tf.keras.optimizers.schedules.CosineDecay(learning_rate, total_steps, alpha=0.0)
 
 
 def sparse_learning_rate(name: str, learning_rate: float) -> Optional[float]:
     """The constant rate of the embedding rows under schedule ``name`` (``cosine_dense``: the
     undecayed ``learning_rate``), or None where the rows follow the dense schedule."""
-    if name not in LR_SCHEDULE_NAMES:
-        raise ValueError(f"unknown lr_schedule {name!r}; known: {', '.join(LR_SCHEDULE_NAMES)}")
+    _check_schedule_name(name)
     return learning_rate if name == "cosine_dense" else None
 
 

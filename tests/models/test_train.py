@@ -119,3 +119,10 @@ def test_config_file_sections_and_unknown_keys(tmp_path):
     path.write_text("train:\n  epochz: 5\n")
     with pytest.raises(ValueError, match="epochz"):
         load_configs(str(path))
+
+
+def test_an_invalid_config_value_names_the_file_and_section(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  optimizer: adam\n  lr_schedule: cosine_dense\n")
+    with pytest.raises(ValueError, match=r"c\.yaml: train: The 'lr_schedule' parameter"):
+        load_configs(str(path))
