@@ -13,7 +13,9 @@ split, the rest the training split; the workflow is fitted on the training split
 Output, written atomically::
 
     PROC_DIR/train|valid|test/   Parquet parts, schema.pbtxt, _file_list.txt, _metadata.json
-    PROC_DIR/workflow/           the saved NVTabular workflow (cloudpickle: load only our own)
+    PROC_DIR/workflow/           the saved NVTabular workflow (cloudpickle: load only our own),
+                                 with dataset_spec.json and request_facts.json (what serving
+                                 needs: ``preprocessing/request_facts.py``)
     PROC_DIR/dataset_spec.json   the input's column roles
     PROC_DIR/manifest.json       rows per split, days, funnel drops, timing, versions
 
@@ -40,6 +42,7 @@ from preprocessing import columns as C
 from preprocessing.atomic import atomic_output_dir
 from preprocessing.report import (package_versions, peak_rss_mb, print_table,
                                   silence_known_warnings)
+from preprocessing.request_facts import write_request_facts
 from preprocessing.validate import (InputValidationError, funnel_rules, list_parquet_files,
                                     validate_dataset)
 from preprocessing.workflow import WorkflowConfig, build_workflow, load_workflow_config
@@ -157,6 +160,8 @@ def run(input_dir: str, out: str, config: Optional[WorkflowConfig] = None, worke
                 advance()
         workflow.save(os.path.join(staging, "workflow"))
         shutil.rmtree(scratch, ignore_errors=True)
+        write_request_facts(os.path.join(staging, "workflow"), spec, by_split["train"],
+                            os.path.join(staging, "train"))
         spec.save(staging)
         rows_out = {s: _count_rows(os.path.join(staging, s)) for s in SPLITS}
         elapsed = time.perf_counter() - t0

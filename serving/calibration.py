@@ -1,50 +1,40 @@
-"""The calibrate step's calibrator: the field-adaptive calibrator artifact, or the identity.
+"""The calibrate step's calibrator: an exported calibrator artifact, or the identity.
 
-The calibration issue provides ``models.calibration.artifact.load_calibrator(cal_dir)``, whose
-result has ``fields`` (processed field columns, e.g. ``("app_id",)``) and
-``transform(pcvr, fields) -> calibrated pcvr`` (numpy / JSON only, no pickle). Until that module
-exists, or without ``--calibrator``, the step is the identity. Either way the step returns
+A calibrator directory (``CAL_DIR/calibrator.json``, written by ``python -m models.calibrate``)
+is loaded with ``models.calibration.artifact.load_calibrator``, numpy only; its ``fields`` are the
+processed field columns it needs (e.g. ``("app_id",)``) and ``transform(pcvr, fields)`` gives the
+calibrated pCVR. Without a calibrator the step is the identity. Either way the step returns
 ``pctcvr = pctr * calibrated pcvr``.
 """
 
 from __future__ import annotations
 
-import importlib
 import os
 from typing import Mapping, Optional, Tuple
 
 import numpy as np
+
+from models.calibration.artifact import SPEC_FILENAME
+from models.calibration.artifact import load_calibrator as load_artifact
 
 
 class IdentityCalibrator:
     """Leaves pCVR unchanged; needs no field."""
 
     fields: Tuple[str, ...] = ()
+    method = "identity"
 
     def transform(self, pcvr: np.ndarray, fields: Mapping[str, np.ndarray]) -> np.ndarray:
+        """``pcvr`` as float32."""
         return np.asarray(pcvr, dtype=np.float32)
-
-
-def calibrator_available() -> bool:
-    """Whether ``models.calibration.artifact`` (the calibration issue's loader) is importable."""
-    try:
-        importlib.import_module("models.calibration.artifact")
-        return True
-    except ImportError:
-        return False
 
 
 def load_calibrator(cal_dir: Optional[str]):
     """The calibrator stored in ``cal_dir``, or ``IdentityCalibrator()`` for None / a directory
-    without ``calibrator.json``.
-
-    Raises:
-        ImportError: ``cal_dir`` holds a calibrator but ``models.calibration.artifact`` is absent.
-    """
-    if not cal_dir or not os.path.isfile(os.path.join(cal_dir, "calibrator.json")):
+    without ``calibrator.json``."""
+    if not cal_dir or not os.path.isfile(os.path.join(cal_dir, SPEC_FILENAME)):
         return IdentityCalibrator()
-    artifact = importlib.import_module("models.calibration.artifact")
-    return artifact.load_calibrator(cal_dir)
+    return load_artifact(cal_dir)
 
 
 def calibrate(cal, pctr: np.ndarray, pcvr: np.ndarray, fields: Mapping[str, np.ndarray]

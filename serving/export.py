@@ -3,12 +3,18 @@
 Usage::
 
     python -m serving.export --run RUN_DIR --workflow WF_DIR [--calibrator CAL_DIR]
-        --out triton_repo/ [--target {cpu,ngc}] [--max-batch-size 1024]
+        --out triton_repo/cpu [--target {cpu,ngc}] [--max-batch-size 1024]
         [--instances preprocess=1,predict=1,calibrate=1] [--queue-delay-us 100]
         [--nullable auto|none|COL,COL] [--max-list N] [--executor {lean,merlin}]
-        [--tf-threads 1]
+        [--tf-threads 1] [--probe RAW.parquet]
 
-The repository (written to a staging directory and renamed into place) holds:
+The repository is self-contained and relocatable: every artifact a step needs (the saved
+workflow, the SavedModel / ONNX model, the calibrator JSON) and the project code the step imports
+(``<step>/1/code/``, ``serving/code_bundle.py``) are copied under it and found relative to the
+step's directory at load; no path of the exporting machine is read. Copy it to the serving host
+or mount it into an NGC ``tritonserver`` container. It is written to a staging directory and
+renamed into place; an existing non-empty ``--out`` is replaced only when an earlier export wrote
+it (its ``export.json``), never another directory. It holds:
 
 - ``extcvr``: ``platform: "ensemble"``: preprocess -> predict -> calibrate. Inputs are the raw
   request features (ids ``[B, 1]`` int64, continuous ``[B, 1]`` float32, a multi-hot feature as
@@ -17,17 +23,21 @@ The repository (written to a staging directory and renamed into place) holds:
 - ``preprocess`` (Python backend): the NVTabular workflow of ``WF_DIR`` (copied), per request.
 - ``predict``: ``--target cpu``: Python backend running the run's model with ONNX Runtime
   (``--runtime onnx``, the default: tf2onnx's conversion of the SavedModel, refused unless it
-  matches TensorFlow within 1e-5 on processed test rows; see ``serving/onnx_export.py``) or
+  matches TensorFlow within 1e-5 on the probe batch below; ``serving/onnx_export.py``) or
   the SavedModel itself (``--runtime tf``);
   ``--target ngc``: ``platform: "tensorflow_savedmodel"`` on a batched wrapper of the
-  SavedModel (``model.savedmodel``), for the NGC tritonserver (written, not run here: this
-  machine has no TF backend).
+  SavedModel (``model.savedmodel``), instances on the GPU, for the NGC tritonserver (written,
+  not run here: this machine has no TF backend and no GPU).
 - ``calibrate`` (Python backend): ``CAL_DIR`` copied into ``calibrate/1/calibrator``; without
   ``--calibrator`` the identity.
 
 Every compute step has dynamic batching and a configurable instance count. ``--nullable auto``
 (default) allows NaN = missing in the continuous columns that had missing values in the training
-input (found through ``PROC_DIR/manifest.json``); NaN anywhere else is a request error.
+input, and ``--max-list`` defaults to the longest training list: both recorded beside the workflow
+by ``preprocessing.run`` (``WF_DIR/request_facts.json``); NaN anywhere else is a request error.
+The ONNX model is checked against TensorFlow on a probe batch: raw rows synthesised from the
+workflow's fitted vocabularies (``RequestTransformer.probe_frame``), or the rows of ``--probe``,
+passed through the workflow.
 
 Security: the workflow is a cloudpickle file; export and serve only artifacts this project
 produced.
@@ -36,20 +46,23 @@ produced.
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
 import shutil
 import sys
-import sysconfig
 from typing import Dict, List, Optional, Sequence
 
 from preprocessing import columns as C
 from preprocessing.atomic import atomic_output_dir
 from preprocessing.report import print_table
+from preprocessing.request_facts import load_request_facts
+from serving.code_bundle import copy_code
 
 TEMPLATE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "triton_models", "model.py")
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+#: What ``model.py`` imports; ``code_bundle`` copies their import closure into each step.
+STEP_MODULES = ("serving.steps", "serving.preprocess")
+#: ``export.json``'s marker: a directory holding it was written by this command.
+FORMAT = "extcvr.triton_repository"
 ENSEMBLE = "extcvr"
 RUNTIMES = ("onnx", "tf")
 STEPS = ("preprocess", "predict", "calibrate")
@@ -90,63 +103,92 @@ def parse_instances(text: str) -> Dict[str, int]:
     return out
 
 
-def training_nulls(proc_dir: str, spec: C.DatasetSpec) -> List[str]:
-    """Continuous columns with missing values in the training input of ``proc_dir`` (read
-    through its ``manifest.json``); [] when that input is no longer there."""
+def check_replaceable(out: str) -> None:
+    """Refuse to replace ``out`` unless it is absent, empty, or an earlier export.
+
+    Raises:
+        FileExistsError: ``out`` holds files that this command did not write.
+    """
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise FileExistsError(f"--out {out}: exists and is not a directory")
+    if not os.path.isdir(out) or not os.listdir(out):
+        return
+    marker = os.path.join(out, "export.json")
     try:
-        manifest = json.load(open(os.path.join(proc_dir, "manifest.json")))
-        files = [os.path.join(manifest["input"], f) for f in manifest["files"]["train"]]
-    except (OSError, KeyError, ValueError):
-        return []
-    if not files or not all(os.path.isfile(f) for f in files):
-        return []
-    import pyarrow.parquet as pq
-    nulls = set()
-    for f in files:
-        meta = pq.ParquetFile(f).metadata
-        names = meta.schema.names
-        for rg in range(meta.num_row_groups):
-            for c in spec.continuous:
-                if c in names:
-                    st = meta.row_group(rg).column(names.index(c)).statistics
-                    if st is None or st.null_count is None or st.null_count > 0:
-                        nulls.add(c)
-    return [c for c in spec.continuous if c in nulls]
+        with open(marker) as fh:
+            ours = json.load(fh).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        ours = False
+    if not ours:
+        raise FileExistsError(
+            f"--out {out}: not empty and not written by serving.export (no export.json of "
+            f"format {FORMAT!r}); refusing to replace it. Choose a new or empty directory, "
+            f"e.g. {os.path.join(out, 'cpu')}")
 
 
-def training_max_list(proc_dir: str, column: str) -> Optional[int]:
-    """Longest list of ``column`` in the processed training split, if it is there."""
-    parts = sorted(glob.glob(os.path.join(proc_dir, "train", "*.parquet")))
-    if not parts:
-        return None
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-    best = 0
-    for p in parts:
-        col = pq.read_table(p, columns=[column]).column(column)
-        best = max(best, int(pc.max(pc.list_value_length(col)).as_py() or 0))
-    return best
+def probe_feed(workflow_dir: str, spec: C.DatasetSpec, signature: Dict, probe: Optional[str],
+               rows: int = 2000) -> Dict:
+    """Signature inputs of a probe batch passed through the workflow: the first ``rows`` rows of
+    the raw Parquet file ``probe``, or raw rows synthesised from the workflow's fitted state
+    (vocabulary and unseen values, missing values, lists of every length)."""
+    import pandas as pd
+
+    from serving.preprocess import RequestTransformer, signature_inputs
+    transformer = RequestTransformer(workflow_dir, spec)
+    if probe:
+        raw = pd.read_parquet(probe)
+        missing = [c for c in transformer.inputs if c not in raw.columns]
+        if missing:
+            raise ValueError(f"--probe {probe}: {len(raw)} rows without the request columns "
+                             f"{missing}")
+        raw = raw.head(rows)
+    else:
+        raw = transformer.probe_frame(rows=rows)
+    return signature_inputs(transformer.transform_frame(raw), signature)
 
 
 def export(run_dir: str, workflow_dir: str, out: str, calibrator: Optional[str] = None,
            target: str = "cpu", max_batch_size: int = 1024, instances: Optional[Dict] = None,
            delay_us: int = 100, nullable="auto", max_list: Optional[int] = None,
            executor: str = "lean", spec_dir: Optional[str] = None,
-           tf_threads: int = 1, runtime: str = "onnx") -> Dict:
-    """Write the model repository; returns a summary dict (see the module docstring)."""
+           tf_threads: int = 1, runtime: str = "onnx", probe: Optional[str] = None) -> Dict:
+    """Write the model repository ``out``; returns the content of its ``export.json``.
+
+    Args:
+        run_dir: a run of ``models.train`` (``saved_model/``, ``signature.json``,
+            ``config.json``).
+        workflow_dir: ``PROC_DIR/workflow`` of ``preprocessing.run`` (the saved workflow with
+            ``dataset_spec.json`` and ``request_facts.json``).
+        out: the repository; see :func:`check_replaceable`.
+        calibrator: a calibrator directory of ``models.calibrate`` (``calibrator.json``).
+        spec_dir: where ``dataset_spec.json`` is, when not beside the workflow.
+        probe: a raw Parquet file whose rows check the ONNX model (default: rows synthesised
+            from the workflow's fitted state).
+        Others: see the module docstring and ``--help``.
+
+    Raises:
+        FileExistsError: ``out`` holds something this command did not write.
+        FileNotFoundError: a missing artifact (the message names it).
+        ValueError / RuntimeError: inconsistent settings; the ONNX model disagrees with TF.
+    """
     if target not in ("cpu", "ngc"):
         raise ValueError(f"--target must be 'cpu' or 'ngc'; got {target!r}")
     if max_batch_size < 1:
         raise ValueError(f"--max-batch-size must be >= 1; got {max_batch_size}")
     if runtime not in RUNTIMES:
         raise ValueError(f"--runtime must be one of {RUNTIMES}; got {runtime!r}")
+    check_replaceable(out)
     instances = instances or {s: 1 for s in STEPS}
-    proc_dir = os.path.dirname(os.path.abspath(workflow_dir))
-    spec = C.DatasetSpec.load(spec_dir or proc_dir)
     for path, what in ((os.path.join(run_dir, "saved_model"), "SavedModel"),
+                       (os.path.join(run_dir, "signature.json"), "run signature"),
                        (os.path.join(workflow_dir, "workflow.pkl"), "saved workflow")):
         if not os.path.exists(path):
             raise FileNotFoundError(f"{path}: no {what}")
+    if spec_dir is None and not os.path.isfile(os.path.join(workflow_dir, C.SPEC_FILENAME)):
+        raise FileNotFoundError(
+            f"{os.path.join(workflow_dir, C.SPEC_FILENAME)}: not found. The workflow was saved "
+            "by an older `python -m preprocessing.run`; rerun it (or give spec_dir)")
+    spec = C.DatasetSpec.load(spec_dir or workflow_dir)
     signature = json.load(open(os.path.join(run_dir, "signature.json")))
     config = json.load(open(os.path.join(run_dir, "config.json")))
     features = config["features"]
@@ -154,11 +196,13 @@ def export(run_dir: str, workflow_dir: str, out: str, calibrator: Optional[str] 
     continuous = [f["name"] for f in features if f["kind"] == "continuous"]
     processed = {f["name"]: ("float32" if f["kind"] == "continuous" else "int64")
                  for f in features}
+    if (max_list is None and multihot) or nullable == "auto":
+        facts = load_request_facts(workflow_dir)
     if max_list is None:
-        lengths = [training_max_list(proc_dir, c) for c in multihot]
-        max_list = max([x for x in lengths if x] + [1]) if multihot else 1
+        max_list = max([int(facts["max_list"].get(c, 0)) for c in multihot] + [1]) \
+            if multihot else 1
     if nullable == "auto":
-        nullable = training_nulls(proc_dir, spec)
+        nullable = [c for c in facts["nullable"] if c in continuous]
     elif nullable in (None, "none", ""):
         nullable = []
     elif isinstance(nullable, str):
@@ -167,18 +211,19 @@ def export(run_dir: str, workflow_dir: str, out: str, calibrator: Optional[str] 
     if unknown:
         raise ValueError(f"--nullable: {unknown} are not continuous features {continuous}")
     fields: List[str] = []
+    cal_method = None
     if calibrator:
         cal_json = os.path.join(calibrator, "calibrator.json")
         if not os.path.isfile(cal_json):
             raise FileNotFoundError(f"{cal_json}: --calibrator must hold calibrator.json")
-        fields = list(json.load(open(cal_json)).get("fields", []))
+        cal_spec = json.load(open(cal_json))
+        fields, cal_method = list(cal_spec.get("fields", [])), cal_spec.get("method")
         missing = [f for f in fields if f not in processed]
         if missing:
             raise ValueError(f"calibrator fields {missing} are not processed features")
     # Raw request inputs: the workflow's inputs = the spec's features the model uses.
     raw_inputs = [c for c in spec.features if c in processed]
     raw_types = {c: ("float32" if c in spec.continuous else "int64") for c in raw_inputs}
-    paths = {"repo_root": REPO_ROOT, "site_packages": sysconfig.get_paths()["purelib"]}
 
     def raw_tensors() -> List[str]:
         out = []
@@ -200,8 +245,9 @@ def export(run_dir: str, workflow_dir: str, out: str, calibrator: Optional[str] 
             d = os.path.join(stage, step, "1")
             os.makedirs(d)
             shutil.copy2(TEMPLATE, os.path.join(d, "model.py"))
+            copy_code(STEP_MODULES, os.path.join(d, "code"))
             with open(os.path.join(d, "serving.json"), "w") as fh:
-                json.dump({"step": step, **paths, **settings}, fh, indent=2)
+                json.dump({"step": step, **settings}, fh, indent=2)
             return d
 
         # preprocess
@@ -221,13 +267,12 @@ def export(run_dir: str, workflow_dir: str, out: str, calibrator: Optional[str] 
             saved_model = os.path.join(run_dir, "saved_model")
             shutil.copytree(saved_model, os.path.join(d, "saved_model"))
             if runtime == "onnx":
-                from serving.onnx_export import (check_against_tensorflow, convert_saved_model,
-                                                 processed_feed)
+                from serving.onnx_export import check_against_tensorflow, convert_saved_model
                 onnx_path = os.path.join(d, "model.onnx")
                 convert_saved_model(saved_model, onnx_path)
                 onnx_max_diff = check_against_tensorflow(
                     saved_model, onnx_path,
-                    processed_feed(proc_dir, signature["inputs"], multihot))
+                    probe_feed(workflow_dir, spec, signature["inputs"], probe))
             with open(os.path.join(stage, "predict", "config.pbtxt"), "w") as fh:
                 fh.write(_python_config("predict", mb, proc_tensors(), pred_out,
                                         instances["predict"], delay_us))
@@ -242,7 +287,7 @@ def export(run_dir: str, workflow_dir: str, out: str, calibrator: Optional[str] 
                          + _io("output", pred_out)
                          + f"dynamic_batching {{ max_queue_delay_microseconds: {delay_us} }}\n"
                          + f"instance_group [ {{ count: {instances['predict']} "
-                           f"kind: KIND_CPU }} ]\n")
+                           f"kind: KIND_GPU }} ]\n")
         # calibrate
         d = version_dir("calibrate", {"fields": fields})
         if calibrator:
@@ -274,9 +319,11 @@ def export(run_dir: str, workflow_dir: str, out: str, calibrator: Optional[str] 
         with open(os.path.join(stage, ENSEMBLE, "config.pbtxt"), "w") as fh:
             fh.write(text)
         with open(os.path.join(stage, "export.json"), "w") as fh:
-            json.dump({"run": os.path.abspath(run_dir), "workflow": os.path.abspath(workflow_dir),
-                       "calibrator": os.path.abspath(calibrator) if calibrator else None,
-                       "target": target, "max_batch_size": mb, "instances": instances,
+            json.dump({"format": FORMAT, "format_version": 2,
+                       "source": {"run": os.path.basename(os.path.normpath(run_dir)),
+                                  "model": config.get("model"), "seed": config.get("seed")},
+                       "calibrator": cal_method, "target": target, "max_batch_size": mb,
+                       "instances": instances,
                        "max_queue_delay_us": delay_us, "nullable": list(nullable),
                        "max_list": max_list, "executor": executor, "fields": fields,
                        "runtime": runtime if target == "cpu" else "tensorflow_savedmodel",
@@ -325,7 +372,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--run", required=True, help="RUN_DIR of models.train")
     parser.add_argument("--workflow", required=True, help="PROC_DIR/workflow")
     parser.add_argument("--calibrator", default=None, help="CAL_DIR with calibrator.json")
-    parser.add_argument("--out", required=True)
+    parser.add_argument("--out", required=True,
+                        help="the model repository (new, empty, or an earlier export)")
     parser.add_argument("--target", default="cpu", choices=("cpu", "ngc"))
     parser.add_argument("--max-batch-size", type=int, default=1024)
     parser.add_argument("--instances", default="", help="e.g. preprocess=2,predict=1")
@@ -337,13 +385,16 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help="intra/inter-op threads per predict instance (0 = the runtime's)")
     parser.add_argument("--runtime", default="onnx", choices=RUNTIMES,
                         help="what runs the model in the CPU target's predict step")
+    parser.add_argument("--probe", default=None,
+                        help="raw Parquet rows that check the ONNX model (default: rows "
+                             "synthesised from the workflow's fitted vocabularies)")
     args = parser.parse_args(argv)
     try:
         info = export(args.run, args.workflow, args.out, args.calibrator, args.target,
                       args.max_batch_size, parse_instances(args.instances), args.queue_delay_us,
                       args.nullable, args.max_list, args.executor, tf_threads=args.tf_threads,
-                      runtime=args.runtime)
-    except (FileNotFoundError, ValueError, RuntimeError) as e:
+                      runtime=args.runtime, probe=args.probe)
+    except (FileNotFoundError, FileExistsError, ValueError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print_table("serving.export", [
@@ -351,7 +402,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         ("ensemble", f"{ENSEMBLE}: preprocess -> predict -> calibrate"),
         ("calibrator", info["calibrator"] or "identity"),
         ("predict runtime", info["runtime"] + (
-            f" (max |ONNX - TF| {info['onnx_max_abs_diff']:.2g} on test rows)"
+            f" (max |ONNX - TF| {info['onnx_max_abs_diff']:.2g} on probe rows)"
             if info.get("onnx_max_abs_diff") is not None else "")),
         ("max_batch_size", info["max_batch_size"]), ("instances", info["instances"]),
         ("nullable", ", ".join(info["nullable"]) or "-"), ("max_list", info["max_list"]),

@@ -4,21 +4,19 @@ ONNX Runtime runs the ``predict`` step of the CPU target: on this 2-core machine
 faster than calling the SavedModel's signature at batch 1 and about 3x at batch 200, with a
 maximum difference of about 1e-7 (``benchmarks/RESULTS.md``, "Serving"). The conversion is
 tf2onnx's own command line on the SavedModel (same signature: ids int64, continuous float32,
-multi-hot ``__values`` / ``__offsets``); after it, both models score rows of the processed
-test split and the ONNX model is refused unless they agree within ``tolerance``.
+multi-hot ``__values`` / ``__offsets``); after it, both models score a probe batch (built by
+``serving.export.probe_feed`` from the workflow's fitted state or a ``--probe`` file) and the
+ONNX model is refused unless they agree within ``tolerance``.
 """
 
 from __future__ import annotations
 
-import glob
 import os
 import subprocess
 import sys
-from typing import Dict, Mapping, Sequence
+from typing import Dict, Mapping
 
 import numpy as np
-
-from serving.preprocess import ListColumn, signature_inputs
 
 OPSET = 15
 OUTPUTS = ("pctr", "pcvr")
@@ -63,21 +61,6 @@ class OnnxModel:
                 for k, v in zip(self.outputs, values)}
 
 
-def processed_feed(proc_dir: str, signature: Mapping[str, Mapping], multihot: Sequence[str],
-                   rows: int = 2000) -> Dict[str, np.ndarray]:
-    """Signature inputs of the first ``rows`` rows of the processed test split."""
-    import pyarrow.parquet as pq
-    parts = sorted(glob.glob(os.path.join(proc_dir, "test", "*.parquet")))
-    if not parts:
-        raise FileNotFoundError(f"{proc_dir}/test: no processed Parquet to check ONNX against")
-    names = [n for n in signature if not n.endswith("__values") and not n.endswith("__offsets")]
-    table = pq.read_table(parts[0], columns=names + list(multihot)).slice(0, rows)
-    processed = {n: table.column(n).to_numpy() for n in names}
-    for c in multihot:
-        processed[c] = ListColumn.from_lists(table.column(c).to_pylist())
-    return signature_inputs(processed, signature)
-
-
 def check_against_tensorflow(saved_model: str, onnx_path: str, feed: Mapping[str, np.ndarray],
                              tolerance: float = 1e-5) -> float:
     """Max abs difference of ``pctr`` / ``pcvr`` between the SavedModel and the ONNX model.
@@ -92,5 +75,5 @@ def check_against_tensorflow(saved_model: str, onnx_path: str, feed: Mapping[str
     diff = max(float(np.max(np.abs(ref[k].numpy().reshape(-1) - got[k]))) for k in OUTPUTS)
     if not diff <= tolerance:
         raise RuntimeError(f"{onnx_path}: ONNX and TensorFlow outputs differ by {diff:.3g} "
-                           f"(> {tolerance}) on the processed test rows; not exported")
+                           f"(> {tolerance}) on the probe rows; not exported")
     return diff

@@ -24,7 +24,6 @@ that this project produced (``python -m preprocessing.run``); never one from an 
 
 from __future__ import annotations
 
-import os
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
@@ -464,7 +463,3 @@ def signature_inputs(processed: Mapping[str, object], signature: Mapping[str, Ma
             out[c] = np.asarray(v).astype(signature[c]["dtype"]).reshape(-1)
     return out
 
-
-def repo_root() -> str:
-    """The repository root (the parent of ``serving/``)."""
-    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

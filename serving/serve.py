@@ -33,7 +33,6 @@ from typing import Dict, List, Optional
 
 from preprocessing.report import print_table
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PY_STUB = f"{sys.version_info.major}.{sys.version_info.minor}"
 
 
@@ -81,12 +80,12 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def server_env() -> Dict[str, str]:
-    """Environment of the server: the wheel's libraries, and the paths model.py needs."""
+    """Environment of the server: the wheel's libraries, and this environment's site-packages
+    for the steps' ``model.py`` (the project code itself travels inside the repository)."""
     env = dict(os.environ)
     libs = os.path.join(_site_packages(), "nvidia_pytriton.libs")
     env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [libs, env.get("LD_LIBRARY_PATH")]))
     env["EXTCVR_SITE_PACKAGES"] = _site_packages()
-    env["EXTCVR_REPO_ROOT"] = REPO_ROOT
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     return env
 
@@ -139,8 +138,10 @@ class TritonServer:
     def start(self, timeout: float = 180.0) -> "TritonServer":
         """Start the server and wait until it is ready; ``ServerError`` with the log tail."""
         log = open(self.log_path, "ab")
+        # cwd = the repository: nothing of the working directory it was started from leaks in
         self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
-                                        env=server_env(), start_new_session=True)
+                                        env=server_env(), cwd=self.repo,
+                                        start_new_session=True)
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -47,3 +47,17 @@ def generated_copy(tmp_path, small_generated) -> str:
     dst = str(tmp_path / "input")
     shutil.copytree(small_generated, dst)
     return dst
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, small_processed) -> str:
+    """An ESMM run of ``models.train`` for a few steps on ``small_processed`` (small towers):
+    for the tests of what comes after training (calibration, serving). Treat it as read-only."""
+    from models.config import ModelConfig, TrainConfig
+    from models.train import train
+    run_dir = str(tmp_path_factory.mktemp("tiny_run") / "esmm")
+    train("esmm", small_processed, run_dir, seed=1,
+          model_config=ModelConfig(embedding_dim=4, tower_units=(16, 8), mmoe_expert_units=(16,)),
+          train_config=TrainConfig(batch_size=1024, epochs=1, max_steps=12,
+                                   checkpoint_every=1000), progress=False)
+    return run_dir

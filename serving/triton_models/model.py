@@ -1,14 +1,15 @@
 """Triton Python-backend model of one ``extcvr`` ensemble step (preprocess, predict, calibrate).
 
 ``python -m serving.export`` copies this file into ``<repo>/<step>/1/model.py`` next to the
-step's artifacts and ``serving.json``, which names the step and the two paths this file needs:
+step's artifacts, ``serving.json`` (the step and its settings) and ``code/``: the project modules
+the step imports (``serving/code_bundle.py``). Everything is found relative to this file, so the
+repository can be copied to another host or mounted into an NGC ``tritonserver`` container.
 
-- ``site_packages``: the venv's site-packages. The stub's embedded interpreter ignores
-  ``PYTHONPATH``, so they are put on ``sys.path`` here, before anything imports numpy;
-- ``repo_root``: the extcvr checkout, for ``serving.steps`` and ``preprocessing``.
-
-The environment variables ``EXTCVR_SITE_PACKAGES`` and ``EXTCVR_REPO_ROOT`` (set by
-``python -m serving.serve``) take precedence over the exported paths.
+``sys.path`` gets, in front: ``code/`` (always), then the directory in the environment variable
+``EXTCVR_SITE_PACKAGES`` when it is set. The stub's embedded interpreter ignores ``PYTHONPATH``;
+``python -m serving.serve`` sets ``EXTCVR_SITE_PACKAGES`` to its own environment's site-packages
+(numpy, NVTabular, ONNX Runtime). In the NGC container the system Python has them and the variable
+stays unset.
 
 Contract (python_backend): ``initialize`` loads the step once per instance and raises
 ``TritonModelException`` when it cannot; ``execute`` returns exactly one response per request,
@@ -23,9 +24,10 @@ import sys
 _HERE = os.path.dirname(os.path.abspath(__file__))
 with open(os.path.join(_HERE, "serving.json")) as _fh:
     _SETTINGS = json.load(_fh)
-for _path in (os.environ.get("EXTCVR_REPO_ROOT") or _SETTINGS["repo_root"],
-              os.environ.get("EXTCVR_SITE_PACKAGES") or _SETTINGS["site_packages"]):
-    if _path and _path not in sys.path:
+for _path in (os.environ.get("EXTCVR_SITE_PACKAGES"), os.path.join(_HERE, "code")):
+    if _path:
+        if _path in sys.path:
+            sys.path.remove(_path)
         sys.path.insert(0, _path)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -38,14 +40,16 @@ class TritonPythonModel:
 
     def initialize(self, args):
         """Load the step's artifacts (the workflow, SavedModel or calibrator)."""
-        from serving.steps import STEPS
         self.step_name = _SETTINGS["step"]
         config = json.loads(args["model_config"])
         self.outputs = {o["name"]: pb_utils.triton_string_to_numpy(o["data_type"])
                         for o in config["output"]}
         self.inputs = [i["name"] for i in config["input"]]
         try:
-            self.step = STEPS[self.step_name](_HERE)
+            import serving.steps
+            print(f"extcvr {self.step_name}: code from "
+                  f"{os.path.dirname(os.path.abspath(serving.steps.__file__))}", flush=True)
+            self.step = serving.steps.STEPS[self.step_name](_HERE)
         except Exception as e:  # surfaced in the server log and model status
             raise pb_utils.TritonModelException(
                 f"extcvr {self.step_name}: cannot load {_HERE}: {type(e).__name__}: {e}")

@@ -1,49 +1,53 @@
-"""Fixtures of the serving tests: a tiny trained run on the small dataset, a hand-written
-calibrator, and the exported repository (one server per test module is started by the tests)."""
+"""Fixtures of the serving tests: a real AdaCalib calibrator fitted on the validation predictions
+of the tiny run (``tests/conftest.py``), and a repository exported from copies of those
+artifacts, which are deleted afterwards, then moved to another directory (the tests serve it from
+there: one server per test module)."""
 
-import json
 import os
+import shutil
 
 import pytest
 
-from models.config import ModelConfig, TrainConfig
-
-SMALL_MODEL = ModelConfig(embedding_dim=4, tower_units=(16, 8), mmoe_expert_units=(16,))
 MAX_BATCH = 512
+CAL_FIELDS = ("app_id",)
 
 
 @pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory, small_processed) -> str:
-    """An ESMM run trained for a few steps on ``small_processed``."""
-    from models.train import train
-    run_dir = str(tmp_path_factory.mktemp("serving_run") / "esmm")
-    train("esmm", small_processed, run_dir, seed=1, model_config=SMALL_MODEL,
-          train_config=TrainConfig(batch_size=1024, epochs=1, max_steps=8,
-                                   checkpoint_every=1000), progress=False)
-    return run_dir
+def adacalib(tmp_path_factory, tiny_run, small_processed):
+    """``(CAL_DIR, fitted AdaCalibCalibrator)``: AdaCalib by app fitted on the clicked rows of
+    the validation day, saved as ``models.calibrate`` saves it."""
+    from models.calibrate import split_frame
+    from models.calibration import make_calibrator
+    frame = split_frame(tiny_run, small_processed, "valid", CAL_FIELDS)
+    clicked = frame["click"] == 1
+    cal = make_calibrator("adacalib", CAL_FIELDS).fit(
+        frame["pcvr"][clicked], frame["purchase"][clicked],
+        {f: frame[f][clicked] for f in CAL_FIELDS})
+    cal_dir = str(tmp_path_factory.mktemp("cal") / "adacalib")
+    cal.save(cal_dir)
+    return cal_dir, cal
 
 
 @pytest.fixture(scope="session")
-def calibrator_dir(tmp_path_factory):
-    """A calibrator.json in the calibration issue's format (a logit offset per app id), or
-    None while ``models.calibration.artifact`` is absent (the identity path is served)."""
-    from serving.calibration import calibrator_available
-    if not calibrator_available():
-        return None
-    d = tmp_path_factory.mktemp("cal")
-    spec = {"format": "extcvr.calibrator", "format_version": 1, "method": "test",
-            "fields": ["app_id"], "eps": 1e-7,
-            "stages": [{"type": "logit_offset", "field": "app_id",
-                        "values": [2, 3, 4, 5, 6], "offsets": [0.5, -0.3, 0.2, -0.7, 0.1]}],
-            "meta": {}}
-    (d / "calibrator.json").write_text(json.dumps(spec))
-    return str(d)
+def export_sources(tmp_path_factory):
+    """The directory that the exported repository's sources were copied into (deleted after
+    the export: nothing may still point there)."""
+    return str(tmp_path_factory.mktemp("export_sources"))
 
 
 @pytest.fixture(scope="session")
-def exported(tmp_path_factory, tiny_run, small_processed, calibrator_dir) -> str:
+def exported(tmp_path_factory, tiny_run, small_processed, adacalib, export_sources) -> str:
+    """The ensemble exported from copies of the run, the workflow and the calibrator; the
+    copies are deleted and the repository is moved to another directory before any test."""
     from serving.export import export
-    out = str(tmp_path_factory.mktemp("triton") / "repo")
-    export(tiny_run, os.path.join(small_processed, "workflow"), out, calibrator=calibrator_dir,
-           max_batch_size=MAX_BATCH, delay_us=100)
-    return out
+    src = export_sources
+    run = shutil.copytree(tiny_run, os.path.join(src, "run"))
+    workflow = shutil.copytree(os.path.join(small_processed, "workflow"),
+                               os.path.join(src, "workflow"))
+    cal = shutil.copytree(adacalib[0], os.path.join(src, "calibrator"))
+    first = os.path.join(src, "repo")
+    export(run, workflow, first, calibrator=cal, max_batch_size=MAX_BATCH, delay_us=100)
+    moved = str(tmp_path_factory.mktemp("deployed") / "models")
+    shutil.move(first, moved)
+    shutil.rmtree(src)
+    return moved

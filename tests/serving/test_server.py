@@ -39,32 +39,53 @@ def _raw_test_rows(proc_dir):
     return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
 
 
-def _offline(run_dir, proc_dir, cal_dir, n):
-    """workflow.transform (the processed test split) -> SavedModel -> calibrator."""
+def _offline(run_dir, proc_dir, calibrator, n):
+    """The offline pipeline without any serving code: NVTabular's offline transform (the
+    processed test split) -> the run's SavedModel -> the fitted calibrator's own transform
+    (``models.calibration``), and pCTCVR = pCTR x calibrated pCVR."""
     from models.evaluate import predict_split
     from preprocessing.splits import read_split
-    from serving.calibration import calibrate, load_calibrator
     preds = predict_split(os.path.join(run_dir, "saved_model"), proc_dir, "test").head(n)
-    cal = load_calibrator(cal_dir)
-    fields = read_split(os.path.join(proc_dir, "test"), list(cal.fields) or [C.APP_ID]).head(n)
-    pctr, pcvr, pctcvr = calibrate(cal, preds["pctr"].to_numpy(), preds["pcvr"].to_numpy(),
-                                   {f: fields[f].to_numpy() for f in cal.fields})
-    return pd.DataFrame({"pctr": pctr, "pcvr": pcvr, "pctcvr": pctcvr})
+    pctr, pcvr = preds["pctr"].to_numpy(np.float64), preds["pcvr"].to_numpy(np.float64)
+    if calibrator is not None:
+        fields = read_split(os.path.join(proc_dir, "test"), list(calibrator.fields)).head(n)
+        pcvr = calibrator.transform(pcvr, {f: fields[f].to_numpy() for f in calibrator.fields})
+    return pd.DataFrame({"pctr": pctr, "pcvr": pcvr, "pctcvr": pctr * pcvr})
 
 
 def test_served_outputs_equal_the_offline_pipeline(http, tiny_run, small_processed,
-                                                   calibrator_dir, server):
+                                                   adacalib, server):
+    cal_dir, calibrator = adacalib
+    assert [s["type"] for s in calibrator.spec_["stages"]] == ["per_value"]
     raw = _raw_test_rows(small_processed)
     n = min(N_ROWS, len(raw))
     assert n >= 9_000 and raw[raw.columns.intersection(["media_watch_minutes"])].isna().any().any()
     served = http.predict(raw.head(n), batch_size=MAX_BATCH, progress=False)
-    offline = _offline(tiny_run, small_processed, calibrator_dir, n)
+    offline = _offline(tiny_run, small_processed, calibrator, n)
     for k in ("pctr", "pcvr", "pctcvr"):
         diff = np.abs(served[k].to_numpy() - offline[k].to_numpy()).max()
         assert diff <= 1e-5, (k, diff)
-    assert np.allclose(served["pctcvr"], served["pctr"] * served["pcvr"], rtol=1e-5)
-    if calibrator_dir:  # the calibrator really ran
-        assert not np.allclose(served["pcvr"], _offline(tiny_run, small_processed, None, n)["pcvr"])
+    # the calibrator really ran: served pCVR is far from the uncalibrated one
+    raw_pcvr = _offline(tiny_run, small_processed, None, n)["pcvr"].to_numpy()
+    assert np.abs(served["pcvr"].to_numpy() - raw_pcvr).max() > 1e-3
+
+
+def test_relocated_repository_serves_its_own_copy_of_the_code(server, exported, export_sources):
+    """The repository was exported from copies that no longer exist and moved afterwards: each
+    step loaded the project code from inside the repository, and no text file in it names the
+    export-time directories or this checkout."""
+    from serving.code_bundle import REPO_ROOT
+    assert not os.path.exists(export_sources)
+    log = open(server.log_path).read()
+    for step in ("preprocess", "predict", "calibrate"):
+        want = os.path.join(exported, step, "1", "code", "serving")
+        assert f"extcvr {step}: code from {want}" in log, log[-3000:]
+    for folder, _, files in os.walk(exported):
+        for name in files:
+            if name.endswith((".json", ".pbtxt", ".py")):
+                text = open(os.path.join(folder, name)).read()
+                for needle in (export_sources, REPO_ROOT):
+                    assert needle not in text, (os.path.join(folder, name), needle)
 
 
 def test_grpc_matches_http(server, http, small_processed):
@@ -156,6 +177,6 @@ def test_a_broken_repository_fails_with_the_log_tail(tmp_path):
     from serving.serve import ServerError, TritonServer
     bad = tmp_path / "repo" / "broken"
     (bad / "1").mkdir(parents=True)
-    (bad / "config.pbtxt").write_text('name: "broken"\nbackend: "python"\nmax_batch_size: 0\n')
-    with pytest.raises(ServerError, match="last .* lines"):
-        TritonServer(str(tmp_path / "repo")).start(timeout=20)
+    (bad / "config.pbtxt").write_text('name: "broken"\nbackend: "python"\nmax_batch_size: [\n')
+    with pytest.raises(ServerError, match="(?s)exited with code.*last .* lines.*failed to load"):
+        TritonServer(str(tmp_path / "repo")).start(timeout=60)

@@ -3,12 +3,15 @@ transform, the lean executor equals Merlin's LocalExecutor, export writes the co
 
 import json
 import os
+import shutil
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from preprocessing import columns as C
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.fixture(scope="module")
@@ -87,33 +90,107 @@ def test_identity_calibrate_step(tmp_path):
     assert np.allclose(out[1]["pctcvr"].ravel(), [0.4])
 
 
-def test_export_writes_the_ensemble_and_the_ngc_variant(tmp_path, tiny_run, small_processed):
+def test_calibrate_step_cannot_load_without_the_artifact_module():
+    """A missing ``models.calibration.artifact`` is an import error of the step, never a silent
+    fall back to the identity calibrator."""
+    import subprocess
+    import sys
+    code = ("import sys\n"
+            "class Block:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name == 'models.calibration.artifact':\n"
+            "            raise ModuleNotFoundError('blocked: ' + name)\n"
+            "sys.meta_path.insert(0, Block())\n"
+            "import serving.calibration\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert out.returncode != 0 and "blocked: models.calibration.artifact" in out.stderr
+
+
+def test_export_writes_the_ensemble_and_the_ngc_variant(tmp_path, tiny_run, small_processed,
+                                                        exported):
+    """``exported`` (conftest) came from a copy of the workflow directory alone: no processed
+    splits, manifest or raw input beside it."""
     import tensorflow as tf
     from serving.export import export, parse_instances
-    wf = os.path.join(small_processed, "workflow")
-    info = export(tiny_run, wf, str(tmp_path / "cpu"), max_batch_size=64,
-                  instances=parse_instances("preprocess=2"))
-    ens = (tmp_path / "cpu" / "extcvr" / "config.pbtxt").read_text()
+    cpu = tmp_path / "cpu"
+    shutil.copytree(exported, cpu)
+    info = json.load(open(cpu / "export.json"))
+    ens = (cpu / "extcvr" / "config.pbtxt").read_text()
     assert 'platform: "ensemble"' in ens and ens.count("model_name:") == 3
-    pre = (tmp_path / "cpu" / "preprocess" / "config.pbtxt").read_text()
-    assert "dynamic_batching" in pre and "count: 2" in pre and 'backend: "python"' in pre
+    pre = (cpu / "preprocess" / "config.pbtxt").read_text()
+    assert "dynamic_batching" in pre and 'backend: "python"' in pre
     assert info["nullable"] == ["media_watch_minutes"] and info["max_list"] == 5
-    assert os.path.isfile(tmp_path / "cpu" / "preprocess" / "1" / "workflow" / "workflow.pkl")
-    export(tiny_run, wf, str(tmp_path / "ngc"), target="ngc")
+    assert info["runtime"] == "onnx" and info["onnx_max_abs_diff"] <= 1e-5
+    assert os.path.isfile(cpu / "preprocess" / "1" / "workflow" / "workflow.pkl")
+    export(tiny_run, os.path.join(small_processed, "workflow"), str(tmp_path / "ngc"),
+           target="ngc")
     cfg = (tmp_path / "ngc" / "predict" / "config.pbtxt").read_text()
-    assert 'platform: "tensorflow_savedmodel"' in cfg
+    assert 'platform: "tensorflow_savedmodel"' in cfg and "KIND_GPU" in cfg
+    # both targets carry the step code the same way, and no path of this machine
+    for target in ("cpu", "ngc"):
+        for step in ("preprocess", "calibrate"):
+            code = tmp_path / target / step / "1" / "code"
+            assert (code / "serving" / "steps.py").is_file(), (target, step)
+            settings = (tmp_path / target / step / "1" / "serving.json").read_text()
+            assert str(tmp_path) not in settings and REPO not in settings
     # The NGC model's batched signature gives the run's predictions.
     from serving.steps import PredictStep, PreprocessStep
-    pre = PreprocessStep(str(tmp_path / "cpu" / "preprocess" / "1"))
+    pre = PreprocessStep(str(cpu / "preprocess" / "1"))
     raw, _ = _raw_and_processed(small_processed, 50)
     tensors = pre.run([pre_tensors(pre, raw)])[0]
-    want = PredictStep(str(tmp_path / "cpu" / "predict" / "1")).predict(tensors)
+    want = PredictStep(str(cpu / "predict" / "1")).predict(tensors)
     batched = tf.saved_model.load(str(tmp_path / "ngc" / "predict" / "1" / "model.savedmodel"))
     got = batched.signatures["serving_default"](**{k: tf.constant(v) for k, v in tensors.items()})
     for k in ("pctr", "pcvr"):
         assert np.allclose(got[k].numpy(), want[k], atol=1e-6)
     with pytest.raises(ValueError, match="--instances"):
         parse_instances("predict=0")
+
+
+def test_export_replaces_its_own_export_but_refuses_another_directory(tmp_path, tiny_run,
+                                                                      small_processed, capsys):
+    from serving.export import export, main, parse_instances
+    wf = os.path.join(small_processed, "workflow")
+    foreign = tmp_path / "triton_repo"
+    foreign.mkdir()
+    (foreign / "README.md").write_text("tracked")
+    rc = main(["--run", tiny_run, "--workflow", wf, "--out", str(foreign), "--runtime", "tf"])
+    assert rc == 2 and "not written by serving.export" in capsys.readouterr().err
+    assert os.listdir(foreign) == ["README.md"]
+    out = str(tmp_path / "repo")
+    export(tiny_run, wf, out, runtime="tf")
+    export(tiny_run, wf, out, runtime="tf", max_batch_size=7,  # its own: replaced
+           instances=parse_instances("preprocess=2"))
+    assert json.load(open(os.path.join(out, "export.json")))["max_batch_size"] == 7
+    assert "count: 2" in open(os.path.join(out, "preprocess", "config.pbtxt")).read()
+
+
+def test_export_without_request_facts_names_the_file(tmp_path, tiny_run, small_processed):
+    from serving.export import export
+    wf = shutil.copytree(os.path.join(small_processed, "workflow"), str(tmp_path / "wf"))
+    os.remove(os.path.join(wf, "request_facts.json"))
+    with pytest.raises(FileNotFoundError, match="request_facts.json.*--nullable and --max-list"):
+        export(tiny_run, wf, str(tmp_path / "repo"), runtime="tf")
+    assert not os.path.exists(tmp_path / "repo")
+
+
+def test_onnx_probe_comes_from_the_fitted_workflow_or_a_probe_file(tmp_path, tiny_run,
+                                                                   small_processed):
+    from serving.export import probe_feed
+    spec = C.DatasetSpec.load(small_processed)
+    signature = json.load(open(os.path.join(tiny_run, "signature.json")))["inputs"]
+    wf = os.path.join(small_processed, "workflow")
+    synthetic = probe_feed(wf, spec, signature, None, rows=300)
+    assert set(synthetic) == set(signature) and len(synthetic["user_id"]) == 300
+    assert len(np.unique(synthetic["item_id"])) > 50  # vocabulary and unseen ids, not one value
+    raw, proc = _raw_and_processed(small_processed, 40)
+    path = str(tmp_path / "probe.parquet")
+    raw.to_parquet(path)
+    feed = probe_feed(wf, spec, signature, path)
+    np.testing.assert_array_equal(feed["item_id"], proc["item_id"].to_numpy())
+    raw.drop(columns=["item_price"]).to_parquet(path)
+    with pytest.raises(ValueError, match=r"probe.parquet: 40 rows without .*'item_price'"):
+        probe_feed(wf, spec, signature, path)
 
 
 def pre_tensors(step, raw):
