@@ -18,7 +18,8 @@ from preprocessing.columns import DatasetSpec
 from preprocessing.readers.aliccp import RAW_FIELDS, field_column_name
 from preprocessing.validate import InputValidationError, validate_dataset
 
-SAMPLES = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "real-samples"
+#: The real-format samples, in this repository (provenance and licences in their MANIFEST.md).
+SAMPLES = Path(__file__).resolve().parents[1] / "data" / "real-samples"
 ALICCP_DAYS = ("ali_ccp_train_sample.csv", "ali_ccp_val_sample.csv", "ali_ccp_test_sample.csv")
 ALIEXPRESS_DAYS = ("aliexpress_tiny_train.csv", "aliexpress_tiny_test.csv")
 FUNNEL_FILE = "aliccp_aitm_funnel_violations.csv"
@@ -26,9 +27,8 @@ FUNNEL_FILE = "aliccp_aitm_funnel_violations.csv"
 
 @pytest.fixture
 def samples() -> Path:
-    """The directory of real data samples (skip when this checkout has no ../shared)."""
-    if not SAMPLES.is_dir():
-        pytest.skip(f"no real samples at {SAMPLES}")
+    """The directory of real data samples (``tests/data/real-samples``)."""
+    assert SAMPLES.is_dir(), f"{SAMPLES}: the real samples are part of the repository"
     return SAMPLES
 
 
@@ -73,6 +73,35 @@ def write_variant(tmp_path: Path, source: Path, name: str, edit) -> Path:
 
 
 # --- real samples -------------------------------------------------------------------------------
+
+def _manifest_rows(path: Path):
+    """The file table of MANIFEST.md: {file: (rows, funnel violations)}."""
+    out = {}
+    for line in path.read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) >= 3 and cells[1].isdigit() and cells[2].isdigit():
+            out[cells[0]] = (int(cells[1]), int(cells[2]))
+    return out
+
+
+def _rows_and_violations(path: Path):
+    if path.suffix == ".txt":  # PaddleRec ESMM tokens: sample_id,click,ctcvr,...
+        rows = [line.split(",") for line in path.read_text().splitlines() if line.strip()]
+        return len(rows), sum(1 for r in rows if r[2] == "1" and r[1] == "0")
+    df = pd.read_csv(path)
+    label = "purchase" if "purchase" in df else "conversion"
+    return len(df), int(((df[label] == 1) & (df["click"] == 0)).sum())
+
+
+def test_manifest_counts_are_the_counts_in_the_files(samples):
+    listed = _manifest_rows(samples / "MANIFEST.md")
+    data_files = sorted(p.name for p in samples.iterdir() if p.suffix in (".csv", ".txt"))
+    assert sorted(listed) == data_files
+    for name, (rows, violations) in listed.items():
+        assert _rows_and_violations(samples / name) == (rows, violations), name
+    assert listed[FUNNEL_FILE][1] > 0  # the bad-input case really is one
+
+
 
 def test_aliccp_csv_sample_converts_to_canonical_parquet_with_spec(samples, tmp_path):
     inputs = [samples / name for name in ALICCP_DAYS]

@@ -205,8 +205,7 @@ def test_runs_on_an_existing_dask_scheduler_with_the_same_result(small_generated
 
 def test_converted_real_aliccp_samples_preprocess_end_to_end(tmp_path):
     from preprocessing.convert import main as convert
-    samples = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data",
-                           "real-samples")
+    samples = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", "real-samples")
     inputs = [os.path.join(samples, f"ali_ccp_{s}_sample.csv") for s in ("train", "val", "test")]
     assert convert(["--format", "aliccp-csv", "--input", *inputs, "--out",
                     str(tmp_path / "ccp")]) == 0
