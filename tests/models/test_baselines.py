@@ -39,13 +39,16 @@ def test_outputs_are_probabilities_and_pctcvr_is_their_product(name):
     assert np.allclose(out["pctcvr"], out["pctr"] * out["pcvr"])
 
 
-def test_esmm_loss_is_ctr_ce_plus_ctcvr_ce_over_all_impressions():
-    model = build_model("esmm", FEATURES, CFG, ("click", "purchase"))
+@pytest.mark.parametrize("weight", [1.0, 3.0])
+def test_esmm_loss_is_ctr_ce_plus_weighted_ctcvr_ce_over_all_impressions(weight):
+    cfg = ModelConfig(embedding_dim=4, tower_units=(8,), ctcvr_weight=weight)
+    model = build_model("esmm", FEATURES, cfg, ("click", "purchase"))
     x, y = _batch()
     out = model(x)
     p = {k: v.numpy() for k, v in out.items()}
     click, purchase = y["click"].numpy(), y["purchase"].numpy()
-    expected = _np_bce(click, p["pctr"]).mean() + _np_bce(click * purchase, p["pctcvr"]).mean()
+    expected = (_np_bce(click, p["pctr"]).mean()
+                + weight * _np_bce(click * purchase, p["pctcvr"]).mean())
     assert float(model.compute_loss(out, y)) == pytest.approx(expected, rel=1e-5)
 
 
@@ -61,13 +64,15 @@ def test_naive_cvr_loss_ignores_purchase_labels_of_unclicked_rows():
 
 
 def test_escm2_adds_the_clipped_inverse_propensity_cvr_risk_to_esmm():
-    cfg = ModelConfig(embedding_dim=4, tower_units=(8,), ips_clip=0.2, ips_weight=0.5)
+    cfg = ModelConfig(embedding_dim=4, tower_units=(8,), ips_clip=0.2, ips_weight=0.5,
+                      ctcvr_weight=2.0)
     model = build_model("escm2_ips", FEATURES, cfg, ("click", "purchase"))
     x, y = _batch()
     out = model(x)
     p = {k: v.numpy() for k, v in out.items()}
     click, purchase = y["click"].numpy(), y["purchase"].numpy()
-    esmm = _np_bce(click, p["pctr"]).mean() + _np_bce(click * purchase, p["pctcvr"]).mean()
+    esmm = _np_bce(click, p["pctr"]).mean() + 2.0 * _np_bce(click * purchase,
+                                                             p["pctcvr"]).mean()
     ips = (click / np.maximum(p["pctr"], 0.2) * _np_bce(purchase, p["pcvr"])).mean()
     assert float(model.compute_loss(out, y)) == pytest.approx(esmm + 0.5 * ips, rel=1e-5)
 
