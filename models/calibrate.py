@@ -23,7 +23,9 @@ With one run, ``CAL_DIR`` gets:
 
 With several runs (one per seed), each run's output goes to ``CAL_DIR/<run name>/`` and
 ``CAL_DIR/calibration.json`` / ``calibration.md`` hold mean ± std per method over the runs and
-AdaCalib's Field-RCE by app over the best global method's (Platt or isotonic), per seed.
+AdaCalib's Field-RCE by app over the best global method's (the best of platt, isotonic,
+histogram, sir and gamma) and over NeuCalib's, per seed and by means (one run: the same ratios
+for that run).
 
 ``--config FILE``: YAML ``{method: {field: value}}`` overriding a method's config dataclass.
 """
@@ -123,9 +125,9 @@ def calibrate_frames(fit: Mapping[str, np.ndarray], evaluation: Mapping[str, np.
 
     Returns the ``calibration.json`` content.
     """
-    from models.calibration import make_calibrator
-    from models.calibration.report import (calibration_metrics, markdown_single,
-                                           plot_reliability_by_app)
+    from models.calibration import BEST_GLOBAL_CANDIDATES, make_calibrator
+    from models.calibration.report import (adacalib_ratios, calibration_metrics,
+                                           markdown_single, plot_reliability_by_app)
     configs = configs or {}
     clicked = fit["click"] == 1
     p_fit = fit["pcvr"][clicked]
@@ -157,6 +159,9 @@ def calibrate_frames(fit: Mapping[str, np.ndarray], evaluation: Mapping[str, np.
                                    "artifact": os.path.join(name, "calibrator.json"),
                                    "fields": list(cal.fields)}
         curves[name] = q[eval_clicked]
+    ratios = adacalib_ratios([result], BEST_GLOBAL_CANDIDATES)
+    if ratios:
+        result["ratios_field_rce_app"] = ratios
     with open(os.path.join(out_dir, "calibration.json"), "w") as fh:
         json.dump(result, fh, indent=2)
     with open(os.path.join(out_dir, "calibration.md"), "w") as fh:
@@ -263,9 +268,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         rows.append(("field_rce_app before", f"{m['uncalibrated']['field_rce_app']:.4f}"))
         for name in methods:
             rows.append((f"field_rce_app {name}", f"{m[name]['field_rce_app']:.4f}"))
-    elif "ratio_field_rce_app" in result:
-        r = result["ratio_field_rce_app"]
-        rows.append(("adacalib / best global RCE", f"{r['mean']:.3f} ± {r['std']:.3f}"))
+    for key, label in (("best_global", "best global"), ("neucalib", "neucalib")):
+        r = result.get("ratios_field_rce_app", {}).get(key)
+        if r:
+            rows.append((f"adacalib / {label} RCE(app), per seed",
+                         ", ".join(f"{v:.3f}" for v in r["values"])))
+            rows.append((f"adacalib / {label} RCE(app), by means",
+                         f"{r['by_means']:.3f} ({r['by_means_reference']})"))
     rows.append(("seconds", f"{time.perf_counter() - t0:.1f}"))
     print_table("models.calibrate", rows)
     return 0

@@ -25,8 +25,9 @@ METHODS = {
     "neucalib": NeuCalibCalibrator,
     "adacalib": AdaCalibCalibrator,
 }
-#: The global methods AdaCalib is measured against in the acceptance ratio.
-BEST_GLOBAL_CANDIDATES = ("platt", "isotonic")
+#: Every global (not field-aware) method: AdaCalib is measured against the best of them (per
+#: seed and by means) and against NeuCalib (``models.calibration.report.adacalib_ratios``).
+BEST_GLOBAL_CANDIDATES = ("platt", "isotonic", "histogram", "sir", "gamma")
 
 
 def make_calibrator(name: str, fields=(), config=None) -> Calibrator:

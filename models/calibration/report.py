@@ -19,6 +19,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 import numpy as np
 
 from models import metrics as M
+from models.calibration import BEST_GLOBAL_CANDIDATES
 from preprocessing.report import markdown_table
 
 ECE_BINNING = "equal_frequency_10"
@@ -64,10 +65,54 @@ def calibration_metrics(frame: Mapping[str, np.ndarray], pcvr: np.ndarray,
     return out
 
 
-def aggregate_runs(per_run: List[Dict[str, Any]], best_global: Sequence[str] = ("platt",
-                                                                               "isotonic")
-                   ) -> Dict[str, Any]:
-    """Mean ± std over runs (seeds) of every method's metrics, and the acceptance ratio.
+def _after(run: Mapping[str, Any], method: str, metric: str) -> Optional[float]:
+    value = run["methods"].get(method, {}).get("after", {}).get(metric)
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def adacalib_ratios(per_run: Sequence[Mapping[str, Any]], best_global: Sequence[str],
+                    metric: str = "field_rce_app") -> Dict[str, Any]:
+    """AdaCalib's ``metric`` (lower is better) against the best global method and NeuCalib.
+
+    Args:
+        per_run: the ``calibration.json`` of each run (one seed each).
+        best_global: the global methods whose lowest ``metric`` is the reference.
+
+    Returns:
+        ``{"best_global": {...}, "neucalib": {...}}`` (each only when that reference is in the
+        runs): ``values`` (per seed: AdaCalib over the reference of that seed; for the best
+        global method, the best of that seed, named in ``reference``), their ``mean`` and
+        ``std``, and ``by_means`` (AdaCalib's mean over the reference's mean, the best global
+        method being the one with the lowest mean, named in ``by_means_reference``).
+    """
+    out: Dict[str, Any] = {}
+    ada = [_after(r, "adacalib", metric) for r in per_run]
+    if not per_run or None in ada:
+        return out
+    present = [g for g in best_global if all(_after(r, g, metric) is not None for r in per_run)]
+    if present:
+        per_seed = [min(present, key=lambda g: _after(r, g, metric)) for r in per_run]
+        values = [a / _after(r, g, metric) for a, r, g in zip(ada, per_run, per_seed)]
+        means = {g: float(np.mean([_after(r, g, metric) for r in per_run])) for g in present}
+        best = min(means, key=means.get)
+        mean, std = M.mean_std(values)
+        out["best_global"] = {"values": values, "reference": per_seed, "mean": mean, "std": std,
+                              "by_means": float(np.mean(ada)) / means[best],
+                              "by_means_reference": best, "candidates": list(present)}
+    if all(_after(r, "neucalib", metric) is not None for r in per_run):
+        neu = [_after(r, "neucalib", metric) for r in per_run]
+        values = [a / n for a, n in zip(ada, neu)]
+        mean, std = M.mean_std(values)
+        out["neucalib"] = {"values": values, "reference": ["neucalib"] * len(per_run),
+                           "mean": mean, "std": std,
+                           "by_means": float(np.mean(ada)) / float(np.mean(neu)),
+                           "by_means_reference": "neucalib"}
+    return out
+
+
+def aggregate_runs(per_run: List[Dict[str, Any]],
+                   best_global: Sequence[str] = BEST_GLOBAL_CANDIDATES) -> Dict[str, Any]:
+    """Mean ± std over runs (seeds) of every method's metrics, and AdaCalib's ratios.
 
     Args:
         per_run: the ``calibration.json`` of each run (one seed each).
@@ -76,8 +121,10 @@ def aggregate_runs(per_run: List[Dict[str, Any]], best_global: Sequence[str] = (
 
     Returns:
         ``{"methods": {method: {metric: {mean, std, values}}}, "ratio_field_rce_app": {...},
-        "acceptance": {...}}``; the ratio is AdaCalib's Field-RCE by app over the best global
-        method's, per seed, then averaged.
+        "ratios_field_rce_app": {...}, "acceptance": {...}}``: ``ratio_field_rce_app`` is
+        AdaCalib's Field-RCE by app over the best global method's, per seed, then averaged;
+        ``ratios_field_rce_app`` is :func:`adacalib_ratios` (against the best global method and
+        NeuCalib, per seed and by means).
     """
     methods: Dict[str, Dict[str, Any]] = {}
     names = ["uncalibrated"] + [m for m in per_run[0]["methods"] if m != "uncalibrated"]
@@ -93,27 +140,53 @@ def aggregate_runs(per_run: List[Dict[str, Any]], best_global: Sequence[str] = (
             mean, std = M.mean_std(vals)
             methods[m][k] = {"mean": mean, "std": std, "values": vals}
     out: Dict[str, Any] = {"n_runs": len(per_run), "methods": methods}
-    globals_present = [g for g in best_global if g in methods]
-    if "adacalib" in methods and globals_present:
-        ratios, best = [], []
-        for r in per_run:
-            g_rce = {g: r["methods"][g]["after"]["field_rce_app"] for g in globals_present}
-            g_best = min(g_rce, key=g_rce.get)
-            best.append(g_best)
-            ratios.append(r["methods"]["adacalib"]["after"]["field_rce_app"] / g_rce[g_best])
-        mean, std = M.mean_std(ratios)
-        out["ratio_field_rce_app"] = {"mean": mean, "std": std, "values": ratios,
-                                      "best_global": best}
+    ratios = adacalib_ratios(per_run, best_global)
+    if ratios:
+        out["ratios_field_rce_app"] = ratios
+    if "best_global" in ratios:
+        best = ratios["best_global"]
+        out["ratio_field_rce_app"] = {"mean": best["mean"], "std": best["std"],
+                                      "values": best["values"], "best_global": best["reference"]}
         auc_drop = [r["methods"]["uncalibrated"]["after"]["auc"]
                     - r["methods"]["adacalib"]["after"]["auc"] for r in per_run]
         pcocs = [r["methods"]["adacalib"]["after"]["pcoc"] for r in per_run]
         out["acceptance"] = {
-            "ratio_at_most_0.7": bool(mean <= 0.7),
+            "ratio_at_most_0.7": bool(best["mean"] <= 0.7),
             "auc_drop_at_most_0.001": bool(M.mean_std(auc_drop)[0] <= 0.001),
             "pcoc_within_0.95_1.05": bool(0.95 <= M.mean_std(pcocs)[0] <= 1.05),
             "auc_drop": {"mean": M.mean_std(auc_drop)[0], "values": auc_drop},
         }
     return out
+
+
+def per_run_from_aggregate(agg: Mapping[str, Any]) -> List[Dict[str, Any]]:
+    """The per-run results (``{"methods": {m: {"after": {metric: value}}}}``) stored in an
+    aggregate's per-seed ``values``: what :func:`aggregate_runs` needs to recompute it."""
+    runs: List[Dict[str, Any]] = [{"methods": {}} for _ in range(agg["n_runs"])]
+    for m, metrics in agg["methods"].items():
+        for k, stats in metrics.items():
+            if len(stats["values"]) != agg["n_runs"]:
+                continue
+            for run, v in zip(runs, stats["values"]):
+                run["methods"].setdefault(m, {"after": {}})["after"][k] = v
+    return runs
+
+
+def ratio_lines(ratios: Mapping[str, Any]) -> str:
+    """Markdown lines: AdaCalib's Field-RCE by app over the best global method and NeuCalib,
+    per seed and by means."""
+    lines = []
+    for key, label in (("best_global", "the best global method"), ("neucalib", "NeuCalib")):
+        if key not in ratios:
+            continue
+        r = ratios[key]
+        seeds = ", ".join(f"{v:.3f}" + (f" ({ref})" if key == "best_global" else "")
+                          for v, ref in zip(r["values"], r["reference"]))
+        among = (f" (of {', '.join(r['candidates'])})" if key == "best_global" else "")
+        lines.append(f"- AdaCalib Field-RCE(app) / {label}{among}: per seed {seeds}; "
+                     f"mean of the per-seed ratios {r['mean']:.3f} ± {r['std']:.3f}; by means "
+                     f"{r['by_means']:.3f} ({r['by_means_reference']})")
+    return "\n".join(lines) + ("\n" if lines else "")
 
 
 def markdown_single(result: Mapping[str, Any]) -> str:
@@ -126,11 +199,14 @@ def markdown_single(result: Mapping[str, Any]) -> str:
         rows.append([m] + [_fmt(res["after"].get(k)) for k in cols]
                     + [_fmt(res.get("fit_seconds"), 2)])
     table = markdown_table(["method", *cols, "fit_s"], rows)
+    ratios = (result.get("ratios_field_rce_app")
+              or adacalib_ratios([result], BEST_GLOBAL_CANDIDATES))
     return (f"# Calibration of pCVR ({result['run']})\n\n"
             f"Fit on the clicked rows of `{result['fit_split']}`, evaluated on the clicked rows "
             f"of `{result['eval_split']}`; fields {fields}. `ece`: {ECE_BINNING}; "
             "`ece_eqwidth100`: equal-width, 100 bins. The `uncalibrated` row is the 'before' "
-            "of every method.\n\n" + table + "\n")
+            "of every method.\n\n" + table + "\n"
+            + ("\n" + ratio_lines(ratios) if ratios else ""))
 
 
 def markdown_multi(agg: Mapping[str, Any], fields: Sequence[str]) -> str:
@@ -143,12 +219,10 @@ def markdown_multi(agg: Mapping[str, Any], fields: Sequence[str]) -> str:
                            for k in cols])
     text = (f"# Calibration of pCVR over {agg['n_runs']} runs (mean ± std)\n\n"
             + markdown_table(["method", *cols], rows) + "\n")
-    if "ratio_field_rce_app" in agg:
-        r = agg["ratio_field_rce_app"]
-        text += (f"\nAdaCalib Field-RCE(app) / best global (platt, isotonic): "
-                 f"{r['mean']:.3f} ± {r['std']:.3f} (per seed: "
-                 f"{', '.join(f'{v:.3f}' for v in r['values'])})\n\n"
-                 f"Acceptance: {agg['acceptance']}\n")
+    if agg.get("ratios_field_rce_app"):
+        text += "\n" + ratio_lines(agg["ratios_field_rce_app"])
+    if "acceptance" in agg:
+        text += f"\nAcceptance: {agg['acceptance']}\n"
     return text
 
 
@@ -190,3 +264,61 @@ def plot_reliability_by_app(y: np.ndarray, app: np.ndarray, curves: Mapping[str,
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def rerender(results_dir: str) -> Dict[str, Any]:
+    """Recompute AdaCalib's ratios of a calibration output from its ``calibration.json`` (the
+    per-seed values it stores; nothing is refitted) and rewrite ``calibration.json`` and
+    ``calibration.md``; returns the new ``calibration.json`` content."""
+    import json
+    import os
+
+    from preprocessing.atomic import atomic_write_text
+    path = os.path.join(results_dir, "calibration.json")
+    with open(path) as fh:
+        result = json.load(fh)
+    if "n_runs" in result:
+        fresh = aggregate_runs(per_run_from_aggregate(result))
+        for key in ("ratios_field_rce_app", "ratio_field_rce_app", "acceptance"):
+            if key in fresh:
+                result[key] = fresh[key]
+        text = markdown_multi(result, result.get("fields", ["app_id"]))
+    else:
+        result["ratios_field_rce_app"] = adacalib_ratios([result], BEST_GLOBAL_CANDIDATES)
+        text = markdown_single(result)
+    atomic_write_text(path, json.dumps(result, indent=2))
+    atomic_write_text(os.path.join(results_dir, "calibration.md"), text)
+    return result
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """CLI entry point: ``python -m models.calibration.report --results CAL_DIR [...]``
+    rewrites each output's ratios and ``calibration.md`` from its stored values."""
+    import argparse
+
+    from preprocessing.report import print_table
+    parser = argparse.ArgumentParser(prog="python -m models.calibration.report",
+                                     description=rerender.__doc__.split(";")[0])
+    parser.add_argument("--results", nargs="+", required=True,
+                        help="output directories of models.calibrate")
+    args = parser.parse_args(argv)
+    rows = []
+    for d in args.results:
+        try:
+            ratios = rerender(d).get("ratios_field_rce_app", {})
+        except (OSError, KeyError, ValueError) as e:
+            print(f"error: {d}: {type(e).__name__}: {e}")
+            return 2
+        for key in ("best_global", "neucalib"):
+            if key in ratios:
+                r = ratios[key]
+                rows.append((f"{d}: adacalib / {key}",
+                             f"per seed {', '.join(f'{v:.3f}' for v in r['values'])}; "
+                             f"by means {r['by_means']:.3f} ({r['by_means_reference']})"))
+    print_table("models.calibration.report", rows)
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+    sys.exit(main())

@@ -1,9 +1,12 @@
 """Seed aggregation of calibration results and the AdaCalib / best-global ratio."""
 
+import json
+
 import numpy as np
 import pytest
 
-from models.calibration.report import aggregate_runs, calibration_metrics, field_suffix
+from models.calibration.report import (adacalib_ratios, aggregate_runs, calibration_metrics,
+                                       field_suffix, per_run_from_aggregate, rerender)
 
 
 def _run(rce_platt, rce_iso, rce_ada, auc_base=0.70, auc_ada=0.705, pcoc_ada=1.01):
@@ -50,3 +53,47 @@ def test_metrics_cover_every_requested_field():
               "ece", "ece_eqwidth100", "pcoc", "auc", "logloss"):
         assert np.isfinite(out[k]), k
     assert field_suffix("category_id") == "category"
+
+
+def _full_run(rce):
+    """A run whose Field-RCE by app per method is ``rce[method]``."""
+    def m(v):
+        d = {"field_rce_app": v, "auc": 0.7, "pcoc": 1.0}
+        return {"after": d, "before": d, **d}
+    return {"methods": {name: m(v) for name, v in rce.items()}}
+
+
+RUNS = [_full_run({"uncalibrated": 0.5, "platt": 0.3, "isotonic": 0.25, "histogram": 0.2,
+                   "sir": 0.4, "gamma": 0.35, "neucalib": 0.1, "adacalib": 0.12}),
+        _full_run({"uncalibrated": 0.5, "platt": 0.15, "isotonic": 0.3, "histogram": 0.2,
+                   "sir": 0.4, "gamma": 0.35, "neucalib": 0.12, "adacalib": 0.09})]
+
+
+def test_ratios_against_the_best_of_every_global_method_and_neucalib_per_seed_and_by_means():
+    r = adacalib_ratios(RUNS, ("platt", "isotonic", "histogram", "sir", "gamma"))
+    best = r["best_global"]
+    assert best["reference"] == ["histogram", "platt"]
+    assert best["values"] == pytest.approx([0.12 / 0.2, 0.09 / 0.15])
+    # by means: histogram (mean 0.2) beats platt (mean 0.225)
+    assert best["by_means_reference"] == "histogram"
+    assert best["by_means"] == pytest.approx(0.105 / 0.2)
+    neu = r["neucalib"]
+    assert neu["values"] == pytest.approx([1.2, 0.75]) and neu["by_means"] == pytest.approx(
+        0.105 / 0.11)
+    agg = aggregate_runs(RUNS)
+    assert agg["ratio_field_rce_app"]["best_global"] == ["histogram", "platt"]
+    assert agg["ratios_field_rce_app"] == r
+
+
+def test_ratios_of_a_stored_aggregate_are_recomputed_from_its_per_seed_values(tmp_path):
+    agg = aggregate_runs(RUNS, ("platt", "isotonic"))          # an older, narrower report
+    assert agg["ratio_field_rce_app"]["best_global"] == ["isotonic", "platt"]
+    assert aggregate_runs(per_run_from_aggregate(agg)) == aggregate_runs(RUNS)
+    agg.update({"fields": ["app_id"]})
+    (tmp_path / "calibration.json").write_text(json.dumps(agg))
+    fresh = rerender(str(tmp_path))
+    assert fresh["ratio_field_rce_app"]["best_global"] == ["histogram", "platt"]
+    assert json.load(open(tmp_path / "calibration.json")) == fresh
+    md = (tmp_path / "calibration.md").read_text()
+    assert "per seed 0.600 (histogram), 0.600 (platt)" in md
+    assert "NeuCalib: per seed 1.200, 0.750" in md
