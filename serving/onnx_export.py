@@ -34,6 +34,10 @@ def convert_saved_model(saved_model: str, onnx_path: str, opset: int = OPSET) ->
     if proc.returncode != 0 or not os.path.isfile(onnx_path):
         tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-20:])
         raise RuntimeError(f"tf2onnx could not convert {saved_model}:\n{tail}")
+    import onnx
+    model = onnx.load(onnx_path)  # tf2onnx writes "converted from <absolute source path>"
+    model.graph.doc_string = "tf2onnx conversion of the run's SavedModel (serving_default)"
+    onnx.save(model, onnx_path)
 
 
 class OnnxModel:
