@@ -183,9 +183,10 @@ def ratio_lines(ratios: Mapping[str, Any]) -> str:
         seeds = ", ".join(f"{v:.3f}" + (f" ({ref})" if key == "best_global" else "")
                           for v, ref in zip(r["values"], r["reference"]))
         among = (f" (of {', '.join(r['candidates'])})" if key == "best_global" else "")
-        lines.append(f"- AdaCalib Field-RCE(app) / {label}{among}: per seed {seeds}; "
-                     f"mean of the per-seed ratios {r['mean']:.3f} ± {r['std']:.3f}; by means "
-                     f"{r['by_means']:.3f} ({r['by_means_reference']})")
+        spread = (f"mean of the per-seed ratios {r['mean']:.3f} ± {r['std']:.3f}; "
+                  if len(r["values"]) > 1 else "")
+        lines.append(f"- AdaCalib Field-RCE(app) / {label}{among}: per seed {seeds}; {spread}"
+                     f"by means {r['by_means']:.3f} ({r['by_means_reference']})")
     return "\n".join(lines) + ("\n" if lines else "")
 
 

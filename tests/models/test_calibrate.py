@@ -58,7 +58,19 @@ def test_calibration_json_has_before_and_after_per_method(calibrated):
         assert r["before"] == res["methods"]["uncalibrated"]["after"]
     assert res["ece_binning"] == "equal_frequency_10"
     assert os.path.getsize(os.path.join(calibrated, "reliability_by_app.png")) > 1000
-    assert "| adacalib |" in open(os.path.join(calibrated, "calibration.md")).read()
+    md = open(os.path.join(calibrated, "calibration.md")).read()
+    assert "| adacalib |" in md
+    # one run: AdaCalib against the best of every global method and against NeuCalib
+    ratios = res["ratios_field_rce_app"]
+    methods = res["methods"]
+    best = min(("platt", "isotonic", "histogram", "sir", "gamma"),
+               key=lambda g: methods[g]["field_rce_app"])
+    assert ratios["best_global"]["reference"] == [best]
+    assert ratios["best_global"]["values"] == pytest.approx(
+        [methods["adacalib"]["field_rce_app"] / methods[best]["field_rce_app"]])
+    assert ratios["neucalib"]["values"] == pytest.approx(
+        [methods["adacalib"]["field_rce_app"] / methods["neucalib"]["field_rce_app"]])
+    assert f"per seed {ratios['best_global']['values'][0]:.3f} ({best})" in md
 
 
 def test_artifact_reproduces_the_reported_calibrated_predictions(calibrated, tiny_run,
