@@ -200,8 +200,7 @@ def markdown_single(result: Mapping[str, Any]) -> str:
         rows.append([m] + [_fmt(res["after"].get(k)) for k in cols]
                     + [_fmt(res.get("fit_seconds"), 2)])
     table = markdown_table(["method", *cols, "fit_s"], rows)
-    ratios = (result.get("ratios_field_rce_app")
-              or adacalib_ratios([result], BEST_GLOBAL_CANDIDATES))
+    ratios = result.get("ratios_field_rce_app")  # set by calibrate_frames / rerender
     return (f"# Calibration of pCVR ({result['run']})\n\n"
             f"Fit on the clicked rows of `{result['fit_split']}`, evaluated on the clicked rows "
             f"of `{result['eval_split']}`; fields {fields}. `ece`: {ECE_BINNING}; "

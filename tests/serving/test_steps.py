@@ -112,8 +112,8 @@ def test_export_writes_the_ensemble_and_the_ngc_variant(tmp_path, tiny_run, smal
     splits, manifest or raw input beside it."""
     import tensorflow as tf
     from serving.export import export, parse_instances
-    cpu = tmp_path / "cpu"
-    shutil.copytree(exported, cpu)
+    from pathlib import Path
+    cpu = Path(exported)
     info = json.load(open(cpu / "export.json"))
     ens = (cpu / "extcvr" / "config.pbtxt").read_text()
     assert 'platform: "ensemble"' in ens and ens.count("model_name:") == 3
@@ -127,11 +127,11 @@ def test_export_writes_the_ensemble_and_the_ngc_variant(tmp_path, tiny_run, smal
     cfg = (tmp_path / "ngc" / "predict" / "config.pbtxt").read_text()
     assert 'platform: "tensorflow_savedmodel"' in cfg and "KIND_GPU" in cfg
     # both targets carry the step code the same way, and no path of this machine
-    for target in ("cpu", "ngc"):
+    for repo in (cpu, tmp_path / "ngc"):
         for step in ("preprocess", "calibrate"):
-            code = tmp_path / target / step / "1" / "code"
-            assert (code / "serving" / "steps.py").is_file(), (target, step)
-            settings = (tmp_path / target / step / "1" / "serving.json").read_text()
+            code = repo / step / "1" / "code"
+            assert (code / "serving" / "steps.py").is_file(), (repo, step)
+            settings = (repo / step / "1" / "serving.json").read_text()
             assert str(tmp_path) not in settings and REPO not in settings
     # The NGC model's batched signature gives the run's predictions.
     from serving.steps import PredictStep, PreprocessStep
