@@ -4,7 +4,7 @@ Usage::
 
     python -m models.calibrate --method {NAME,NAME,...|all} --run RUN_DIR [RUN_DIR ...]
         --data PROC_DIR --field app_id[,category_id] --out CAL_DIR
-        [--fit-split valid] [--eval-split test] [--config FILE]
+        [--fit-split valid] [--eval-split test] [--history-split train] [--config FILE]
 
 Each method is fitted on the clicked rows of the calibration split (``valid``: disjoint from the
 training split the run learned on and from the test split it is evaluated on), with the run's
@@ -27,7 +27,13 @@ AdaCalib's Field-RCE by app over the best global method's (the best of platt, is
 histogram, sir and gamma) and over NeuCalib's, per seed and by means (one run: the same ratios
 for that run).
 
+``--history-split train`` also predicts the earlier days (the base model's training split) for
+``adacalib_trend`` (our extension, :mod:`models.calibration.trend`): AdaCalib fitted on the
+calibration split plus each field value's drift over the earlier days, extrapolated to the
+serving day. Without it, ``--method all`` leaves that method out.
+
 ``--config FILE``: YAML ``{method: {field: value}}`` overriding a method's config dataclass.
+Several generated datasets at once: ``python -m models.calibrate_worlds``.
 """
 
 from __future__ import annotations
@@ -37,27 +43,40 @@ import json
 import os
 import sys
 import time
+from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
 from preprocessing.atomic import atomic_output_dir
+from preprocessing.params import check_param
 from preprocessing.report import print_table
 
 DEFAULT_FIELDS = ("app_id",)
 
 
-def parse_methods(text: str) -> List[str]:
-    """``"all"`` or a comma list of method names -> the names (``ValueError`` on unknown)."""
+def parse_methods(text: str, history: bool = True) -> List[str]:
+    """``"all"`` or a comma list of method names -> the names (``ValueError`` on unknown).
+
+    ``"all"`` leaves out the methods that need history days (``adacalib_trend``) when
+    ``history`` is False (no ``--history-split``); naming such a method without history is an
+    error at fit time.
+    """
     from models.calibration import METHODS
     if text.strip() == "all":
-        return list(METHODS)
+        return [m for m in METHODS if history or not uses_history(m)]
     names = [t.strip() for t in text.split(",") if t.strip()]
     bad = [n for n in names if n not in METHODS]
     if bad or not names:
         raise ValueError(f"--method: unknown method(s) {bad or text!r}; choose from "
                          f"{list(METHODS)} or 'all'")
     return list(dict.fromkeys(names))
+
+
+def uses_history(method: str) -> bool:
+    """Whether ``method`` fits on earlier days besides the calibration day."""
+    from models.calibration import METHODS
+    return bool(getattr(METHODS[method], "uses_history", False))
 
 
 def parse_fields(values: Sequence[str]) -> Tuple[str, ...]:
@@ -85,9 +104,10 @@ def load_method_configs(path: Optional[str], methods: Sequence[str]) -> Dict[str
     return out
 
 
-def split_frame(run_dir: str, data_dir: str, split: str,
-                fields: Sequence[str]) -> Dict[str, np.ndarray]:
-    """pCTR, pCVR, labels, ground truth and the field columns of every row of ``split``."""
+def split_frame(run_dir: str, data_dir: str, split: str, fields: Sequence[str],
+                extra_columns: Sequence[str] = ()) -> Dict[str, np.ndarray]:
+    """pCTR, pCVR, labels, ground truth and the field columns of every row of ``split``
+    (and ``extra_columns``, such as ``day``, when the data has them)."""
     from models.evaluate import predict_split, split_context
     from preprocessing import columns as C
     from preprocessing.splits import read_split
@@ -103,6 +123,8 @@ def split_frame(run_dir: str, data_dir: str, split: str,
     preds = predict_split(saved, data_dir, split)
     context = split_context(data_dir, split)
     extra = [f for f in fields if f not in context.columns]
+    extra += [c for c in extra_columns
+              if c in spec.all_columns and c not in context.columns and c not in extra]
     if extra:
         more = read_split(os.path.join(data_dir, split), extra)
         for f in extra:
@@ -116,24 +138,107 @@ def split_frame(run_dir: str, data_dir: str, split: str,
     return frame
 
 
+@dataclass(frozen=True)
+class Variant:
+    """A calibrator reported under its own name: a method, its config, and its fit window.
+
+    Args:
+        name: the name in the report (``adacalib_shrink10``, ...).
+        method: the method (a key of :data:`models.calibration.METHODS`).
+        config: the method's config dataclass (None: defaults).
+        extra_days: also fit on this many days before the calibration day (taken from the
+            history rows, equally weighted): the "recent days" recency candidate.
+    """
+
+    name: str
+    method: str
+    config: Any = None
+    extra_days: int = 0
+
+    def __post_init__(self):
+        from models.calibration import METHODS
+        check_param(self.method in METHODS, "method", f"one of {list(METHODS)}", self.method)
+        check_param(isinstance(self.extra_days, int) and self.extra_days >= 0, "extra_days",
+                    "an int >= 0", self.extra_days)
+
+
+def _clicked(frame: Mapping[str, np.ndarray], columns: Sequence[str]) -> Dict[str, np.ndarray]:
+    keep = np.asarray(frame["click"]) == 1
+    return {c: np.asarray(frame[c])[keep] for c in columns}
+
+
+def fit_rows(variant: Variant, fit: Mapping[str, np.ndarray], fields: Sequence[str],
+             history: Optional[Mapping[str, np.ndarray]] = None) -> Dict[str, np.ndarray]:
+    """The clicked rows a variant is fitted on: ``pcvr``, ``purchase``, the fields and, when
+    history is used, ``day`` (the calibration day's rows last)."""
+    from models.calibration.trend import DAY_COLUMN
+    cols = ["pcvr", "purchase", *fields]
+    rows = _clicked(fit, cols)
+    needs_history = uses_history(variant.method) or variant.extra_days > 0
+    if not needs_history:
+        return rows
+    if history is None:
+        raise ValueError(f"{variant.name} fits on days before the calibration day: pass the "
+                         "history rows (models.calibrate --history-split train)")
+    for name, frame in (("calibration", fit), ("history", history)):
+        if DAY_COLUMN not in frame:
+            raise ValueError(f"{variant.name}: the {name} rows have no '{DAY_COLUMN}' column")
+    cal_day = int(np.max(fit[DAY_COLUMN]))
+    past = _clicked(history, cols + [DAY_COLUMN])
+    if np.any(past[DAY_COLUMN] >= cal_day):
+        raise ValueError(f"{variant.name}: history rows must be earlier than the calibration "
+                         f"day {cal_day}")
+    if variant.extra_days > 0:
+        keep = past[DAY_COLUMN] >= cal_day - variant.extra_days
+        past = {c: v[keep] for c, v in past.items()}
+    rows[DAY_COLUMN] = np.full(len(rows["pcvr"]), cal_day, dtype=np.int64)
+    out = {c: np.concatenate([past[c], rows[c]]) for c in rows}
+    if not uses_history(variant.method):
+        out.pop(DAY_COLUMN)                  # a recent-days variant: one pooled fit
+    return out
+
+
+def fit_variant(variant: Variant, fit: Mapping[str, np.ndarray],
+                evaluation: Mapping[str, np.ndarray], fields: Sequence[str],
+                history: Optional[Mapping[str, np.ndarray]] = None):
+    """Fit one variant and calibrate every row of ``evaluation``.
+
+    Returns ``(calibrator, calibrated pcvr, fit seconds, transform seconds)``.
+    """
+    from models.calibration import make_calibrator
+    from models.calibration.trend import DAY_COLUMN
+    rows = fit_rows(variant, fit, fields, history)
+    cal = make_calibrator(variant.method, fields=fields, config=variant.config)
+    extra = {DAY_COLUMN: rows[DAY_COLUMN]} if DAY_COLUMN in rows else {}
+    t0 = time.perf_counter()
+    cal.fit(rows["pcvr"], rows["purchase"], {**{f: rows[f] for f in fields}, **extra})
+    t1 = time.perf_counter()
+    q = cal.transform(evaluation["pcvr"], {f: evaluation[f] for f in fields})
+    return cal, q, t1 - t0, time.perf_counter() - t1
+
+
 def calibrate_frames(fit: Mapping[str, np.ndarray], evaluation: Mapping[str, np.ndarray],
                      methods: Sequence[str], fields: Sequence[str], out_dir: str,
                      configs: Optional[Mapping[str, Any]] = None,
-                     meta: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
-    """Fit every method on ``fit`` (clicked rows), evaluate on ``evaluation``, write
-    ``out_dir`` (an existing staging directory): artifacts, calibration.json/.md, plot.
+                     meta: Optional[Mapping[str, Any]] = None,
+                     history: Optional[Mapping[str, np.ndarray]] = None,
+                     variants: Sequence[Variant] = ()) -> Dict[str, Any]:
+    """Fit every method (and variant) on ``fit`` (clicked rows), evaluate on ``evaluation``,
+    write ``out_dir`` (an existing staging directory): artifacts, calibration.json/.md, plot.
+
+    Args:
+        history: rows of earlier days (with ``day``) for the methods and variants that use
+            them (``adacalib_trend``, ``extra_days``).
+        variants: more calibrators, each reported under its own name.
 
     Returns the ``calibration.json`` content.
     """
-    from models.calibration import BEST_GLOBAL_CANDIDATES, make_calibrator
+    from models.calibration import BEST_GLOBAL_CANDIDATES
     from models.calibration.report import (adacalib_ratios, calibration_metrics,
                                            markdown_single, plot_reliability_by_app)
     configs = configs or {}
     clicked = fit["click"] == 1
-    p_fit = fit["pcvr"][clicked]
     y_fit = fit["purchase"][clicked]
-    f_fit = {f: fit[f][clicked] for f in fields}
-    f_eval = {f: evaluation[f] for f in fields}
     before = calibration_metrics(evaluation, evaluation["pcvr"], fields)
     result: Dict[str, Any] = {
         **(meta or {}), "fields": list(fields),
@@ -145,20 +250,16 @@ def calibrate_frames(fit: Mapping[str, np.ndarray], evaluation: Mapping[str, np.
     }
     eval_clicked = evaluation["click"] == 1
     curves = {"uncalibrated": evaluation["pcvr"][eval_clicked]}
-    for name in methods:
-        cal = make_calibrator(name, fields=fields, config=configs.get(name))
-        t0 = time.perf_counter()
-        cal.fit(p_fit, y_fit, f_fit)
-        t1 = time.perf_counter()
-        q = cal.transform(evaluation["pcvr"], f_eval)
-        t2 = time.perf_counter()
-        cal.save(os.path.join(out_dir, name))
+    todo = [Variant(m, m, configs.get(m)) for m in methods] + list(variants)
+    for v in todo:
+        cal, q, fit_s, transform_s = fit_variant(v, fit, evaluation, fields, history)
+        cal.save(os.path.join(out_dir, v.name))
         after = calibration_metrics(evaluation, q, fields)
-        result["methods"][name] = {**after, "before": before, "after": after,
-                                   "fit_seconds": t1 - t0, "transform_seconds": t2 - t1,
-                                   "artifact": os.path.join(name, "calibrator.json"),
-                                   "fields": list(cal.fields)}
-        curves[name] = q[eval_clicked]
+        result["methods"][v.name] = {**after, "before": before, "after": after,
+                                     "fit_seconds": fit_s, "transform_seconds": transform_s,
+                                     "artifact": os.path.join(v.name, "calibrator.json"),
+                                     "fields": list(cal.fields)}
+        curves[v.name] = q[eval_clicked]
     ratios = adacalib_ratios([result], BEST_GLOBAL_CANDIDATES)
     if ratios:
         result["ratios_field_rce_app"] = ratios
@@ -175,21 +276,29 @@ def calibrate_frames(fit: Mapping[str, np.ndarray], evaluation: Mapping[str, np.
 
 def calibrate_run(run_dir: str, data_dir: str, methods: Sequence[str], fields: Sequence[str],
                   out_dir: str, fit_split: str = "valid", eval_split: str = "test",
-                  configs: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
-    """Predict ``fit_split`` and ``eval_split`` with the run, then :func:`calibrate_frames`."""
+                  configs: Optional[Mapping[str, Any]] = None,
+                  history_split: Optional[str] = None) -> Dict[str, Any]:
+    """Predict ``fit_split`` and ``eval_split`` (and ``history_split``, the earlier days that
+    ``adacalib_trend`` reads its drift from) with the run, then :func:`calibrate_frames`."""
+    from models.calibration.trend import DAY_COLUMN
     if fit_split == eval_split:
         raise ValueError("the calibration split must differ from the evaluation split; got "
                          f"{fit_split!r} for both")
     if fit_split == "train":
         raise ValueError("the calibration split must be disjoint from the training split")
-    fit = split_frame(run_dir, data_dir, fit_split, fields)
+    if history_split in (fit_split, eval_split):
+        raise ValueError(f"the history split must differ from the calibration and evaluation "
+                         f"splits; got {history_split!r}")
+    fit = split_frame(run_dir, data_dir, fit_split, fields, (DAY_COLUMN,))
     evaluation = split_frame(run_dir, data_dir, eval_split, fields)
+    history = (split_frame(run_dir, data_dir, history_split, fields, (DAY_COLUMN,))
+               if history_split else None)
     cfg_path = os.path.join(run_dir, "config.json")
     run_cfg = json.load(open(cfg_path)) if os.path.exists(cfg_path) else {}
     meta = {"run": os.path.abspath(run_dir), "model": run_cfg.get("model"),
             "seed": run_cfg.get("seed"), "data": os.path.abspath(data_dir),
-            "fit_split": fit_split, "eval_split": eval_split}
-    return calibrate_frames(fit, evaluation, methods, fields, out_dir, configs, meta)
+            "fit_split": fit_split, "eval_split": eval_split, "history_split": history_split}
+    return calibrate_frames(fit, evaluation, methods, fields, out_dir, configs, meta, history)
 
 
 def run_names(run_dirs: Sequence[str]) -> List[str]:
@@ -207,8 +316,8 @@ def run_names(run_dirs: Sequence[str]) -> List[str]:
 
 def calibrate(run_dirs: Sequence[str], data_dir: str, methods: Sequence[str],
               fields: Sequence[str], out: str, fit_split: str = "valid",
-              eval_split: str = "test", configs: Optional[Mapping[str, Any]] = None
-              ) -> Dict[str, Any]:
+              eval_split: str = "test", configs: Optional[Mapping[str, Any]] = None,
+              history_split: Optional[str] = None) -> Dict[str, Any]:
     """The whole command: one run -> ``out/<method>/``; several -> ``out/<run>/<method>/``
     plus the aggregate over runs. ``out`` appears atomically."""
     from models.calibration import BEST_GLOBAL_CANDIDATES
@@ -216,13 +325,13 @@ def calibrate(run_dirs: Sequence[str], data_dir: str, methods: Sequence[str],
     with atomic_output_dir(out) as staging:
         if len(run_dirs) == 1:
             return calibrate_run(run_dirs[0], data_dir, methods, fields, staging, fit_split,
-                                 eval_split, configs)
+                                 eval_split, configs, history_split)
         per_run = []
         for name, run_dir in zip(run_names(run_dirs), run_dirs):
             sub = os.path.join(staging, name)
             os.makedirs(sub)
             per_run.append(calibrate_run(run_dir, data_dir, methods, fields, sub, fit_split,
-                                         eval_split, configs))
+                                         eval_split, configs, history_split))
         agg = aggregate_runs(per_run, BEST_GLOBAL_CANDIDATES)
         agg.update({"runs": [r["run"] for r in per_run], "seeds": [r["seed"] for r in per_run],
                     "subdirs": run_names(run_dirs), "fields": list(fields),
@@ -248,15 +357,19 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--out", required=True, help="calibration output directory")
     parser.add_argument("--fit-split", default="valid", choices=("valid", "test"))
     parser.add_argument("--eval-split", default="test", choices=("valid", "test"))
+    parser.add_argument("--history-split", default=None, choices=("train",),
+                        help="earlier days for adacalib_trend (our extension): the base model's "
+                             "per-app drift over them; 'all' includes adacalib_trend only "
+                             "with it")
     parser.add_argument("--config", default=None, help="YAML {method: {field: value}}")
     args = parser.parse_args(argv)
     try:
-        methods = parse_methods(args.method)
+        methods = parse_methods(args.method, history=args.history_split is not None)
         fields = parse_fields(args.field)
         configs = load_method_configs(args.config, methods)
         t0 = time.perf_counter()
         result = calibrate(args.runs, args.data, methods, fields, args.out, args.fit_split,
-                           args.eval_split, configs)
+                           args.eval_split, configs, args.history_split)
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

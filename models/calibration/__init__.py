@@ -14,6 +14,7 @@ from models.calibration.global_methods import (GammaCalibrator, GammaConfig,
                                                PlattCalibrator, PlattConfig, SIRCalibrator,
                                                SIRConfig)
 from models.calibration.neucalib import NeuCalibCalibrator, NeuCalibConfig
+from models.calibration.trend import TrendCalibrator, TrendConfig
 
 #: Every method by its CLI name, in report order (global methods first).
 METHODS = {
@@ -24,6 +25,9 @@ METHODS = {
     "gamma": GammaCalibrator,
     "neucalib": NeuCalibCalibrator,
     "adacalib": AdaCalibCalibrator,
+    # our extension: AdaCalib plus each app's drift extrapolated to the serving day; fits on
+    # earlier days too (models.calibrate --history-split train)
+    "adacalib_trend": TrendCalibrator,
 }
 #: Every global (not field-aware) method: AdaCalib is measured against the best of them (per
 #: seed and by means) and against NeuCalib (``models.calibration.report.adacalib_ratios``).
@@ -42,4 +46,5 @@ __all__ = ["METHODS", "BEST_GLOBAL_CANDIDATES", "make_calibrator", "Calibrator",
            "ArtifactCalibrator", "load_calibrator", "AdaCalibCalibrator", "AdaCalibConfig",
            "NeuCalibCalibrator", "NeuCalibConfig", "PlattCalibrator", "PlattConfig",
            "IsotonicCalibrator", "IsotonicConfig", "HistogramCalibrator", "HistogramConfig",
-           "SIRCalibrator", "SIRConfig", "GammaCalibrator", "GammaConfig"]
+           "SIRCalibrator", "SIRConfig", "GammaCalibrator", "GammaConfig", "TrendCalibrator",
+           "TrendConfig"]

@@ -54,7 +54,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -65,6 +65,12 @@ from preprocessing.params import check_param
 
 _SOFTPLUS_ONE = math.log(math.e - 1.0)          # softplus(_SOFTPLUS_ONE) == 1
 N_FEATURES = 9
+#: Columns of the bucket statistics (``_group_buckets``) each ``feature_set`` keeps.
+FEATURE_SETS = {
+    "all": tuple(range(N_FEATURES)),
+    "posterior": (0, 1, 2, 3, 4, 8),      # width, gap, posterior, boundaries, global flag
+    "geometry": (0, 3, 4, 8),             # width, boundaries, global flag
+}
 #: Sub-bins of the position t inside a bucket over which training rows are aggregated.
 T_BINS = 32
 
@@ -97,6 +103,19 @@ class AdaCalibConfig:
             functions are strictly increasing (no ties, which would lower AUC).
         tail_width: the functions continue with slope 1 for this many logits beyond the
             fitted range (instead of flat ends that tie every row out there).
+        bucket_mode: how a value's bucket count ``K`` is chosen. ``"rule"``: the largest
+            candidate with ``min_positives_per_bucket`` positives per bucket. ``"heldout"``:
+            the paper's adaptive bucket count (a hard choice among the candidates per field
+            value), made by held-out likelihood: each candidate ``K`` (and "no function of its
+            own", level only) is fitted on one half of the calibration rows and scored on the
+            other (2-fold), and each value keeps the ``K`` with the lowest held-out
+            cross-entropy (candidates need ``heldout_min_positives`` positives per bucket).
+        heldout_min_positives: the fewest positives per bucket a candidate needs in
+            ``"heldout"`` mode.
+        feature_set: the bucket statistics the key-point MLP sees: ``"all"``; ``"posterior"``
+            (the posterior rate and its gap to the prediction, with the bucket geometry, no
+            counts); ``"geometry"`` (bucket boundaries and width only: an ablation without
+            posterior statistics).
     """
 
     bucket_candidates: Tuple[int, ...] = (2, 4, 8, 16, 32)
@@ -113,6 +132,9 @@ class AdaCalibConfig:
     shrink_shape: float = 30.0
     min_slope: float = 0.02
     tail_width: float = 20.0
+    bucket_mode: str = "rule"
+    heldout_min_positives: int = 3
+    feature_set: str = "all"
 
     def __post_init__(self):
         object.__setattr__(self, "bucket_candidates", tuple(self.bucket_candidates))
@@ -137,6 +159,12 @@ class AdaCalibConfig:
         check_param(self.shrink_shape > 0, "shrink_shape", "> 0", self.shrink_shape)
         check_param(0 <= self.min_slope < 1, "min_slope", "in [0, 1)", self.min_slope)
         check_param(self.tail_width >= 0, "tail_width", ">= 0", self.tail_width)
+        check_param(self.bucket_mode in ("rule", "heldout"), "bucket_mode",
+                    "'rule' or 'heldout'", self.bucket_mode)
+        check_param(self.heldout_min_positives >= 1, "heldout_min_positives", ">= 1",
+                    self.heldout_min_positives)
+        check_param(self.feature_set in FEATURE_SETS, "feature_set",
+                    f"one of {sorted(FEATURE_SETS)}", self.feature_set)
 
 
 def choose_buckets(n_pos: float, candidates: Tuple[int, ...], min_pos: int) -> int:
@@ -185,9 +213,10 @@ def _group_buckets(x: np.ndarray, y: np.ndarray, rows: np.ndarray, k: int, value
     return _Group(value=value, knots=knots, feats=feats, rows=rows)
 
 
-def _build_groups(x: np.ndarray, y: np.ndarray, col: np.ndarray,
-                  cfg: AdaCalibConfig) -> Tuple[_Group, List[_Group]]:
-    """The global group and one group per field value with enough positives."""
+def _build_groups(x: np.ndarray, y: np.ndarray, col: np.ndarray, cfg: AdaCalibConfig,
+                  k_by_value: Optional[Dict[int, int]] = None) -> Tuple[_Group, List[_Group]]:
+    """The global group and one group per field value with enough positives (or, with
+    ``k_by_value``, the given bucket count per value; 0 or absent: no group)."""
     order = np.argsort(x, kind="stable")
     n_pos = float(y.sum())
     k_glob = max(choose_buckets(n_pos, cfg.bucket_candidates, cfg.min_positives_per_bucket), 1)
@@ -201,7 +230,10 @@ def _build_groups(x: np.ndarray, y: np.ndarray, col: np.ndarray,
     for v, c, pv in zip(vals, counts, pos_by):
         rows = order[by_value[start:start + c]]
         start += c
-        k = choose_buckets(pv, cfg.bucket_candidates, cfg.min_positives_per_bucket)
+        if k_by_value is None:
+            k = choose_buckets(pv, cfg.bucket_candidates, cfg.min_positives_per_bucket)
+        else:
+            k = k_by_value.get(int(v), 0)
         if k == 0:
             continue
         groups.append(_group_buckets(x, y, rows, k, int(v), cfg, False))
@@ -343,7 +375,7 @@ def _training_pairs(x, y, all_groups, seg_start, cfg):
 def _key_point_net(all_groups: List[_Group], cfg: AdaCalibConfig):
     """The untrained key-point MLP over the buckets of ``all_groups`` (global first), and the
     start of each group's segments in the concatenated bucket arrays."""
-    feats = np.concatenate([g.feats for g in all_groups])
+    feats = np.concatenate([g.feats for g in all_groups])[:, list(FEATURE_SETS[cfg.feature_set])]
     seg_group = np.concatenate([np.full(len(g.feats), i) for i, g in enumerate(all_groups)])
     widths = np.concatenate([np.diff(g.knots) for g in all_groups])
     seg_start = np.concatenate(([0], np.cumsum([len(g.feats) for g in all_groups])))
@@ -392,9 +424,12 @@ class AdaCalibCalibrator(Calibrator):
         q = p
         for f in self.fields:
             x = logit(q)
-            glob, groups = _build_groups(x, y, cols[f], cfg)
-            keys = _fit_key_points(x, y, glob, groups, cfg)
-            stage, info = _per_value_stage(f, x, y, cols[f], glob, groups, keys, cfg)
+            k_by_value = None
+            if cfg.bucket_mode == "heldout":
+                k_by_value, scores = heldout_bucket_counts(x, y, cols[f], f, cfg)
+                meta.setdefault("heldout_ce", {})[f] = scores
+            stage = _fit_stage(f, x, y, cols[f], cfg, k_by_value)
+            glob, groups, info = stage.pop("_glob"), stage.pop("_groups"), stage.pop("_info")
             stages.append(stage)
             meta["buckets"][f] = {"global": len(glob.knots) - 1,
                                   **{str(g.value): len(g.knots) - 1 for g in groups}}
@@ -406,6 +441,51 @@ class AdaCalibCalibrator(Calibrator):
                        "stages": [stage]}
             q = ArtifactCalibrator(partial).transform(q, {f: cols[f]})
         return stages, meta
+
+
+def _fit_stage(field: str, x: np.ndarray, y: np.ndarray, col: np.ndarray, cfg: AdaCalibConfig,
+               k_by_value: Optional[Dict[int, int]] = None) -> Dict[str, Any]:
+    """One field's fitted ``per_value`` stage (with its groups and info under private keys)."""
+    glob, groups = _build_groups(x, y, col, cfg, k_by_value)
+    keys = _fit_key_points(x, y, glob, groups, cfg)
+    stage, info = _per_value_stage(field, x, y, col, glob, groups, keys, cfg)
+    return {**stage, "_glob": glob, "_groups": groups, "_info": info}
+
+
+def heldout_bucket_counts(x: np.ndarray, y: np.ndarray, col: np.ndarray, field: str,
+                          cfg: AdaCalibConfig) -> Tuple[Dict[int, int], Dict[str, Any]]:
+    """The paper's adaptive bucket count as a hard choice per field value, by 2-fold
+    held-out cross-entropy over ``K in {0} + bucket_candidates`` (0: no function of its own,
+    the global one at the value's level). Every value gets the same ``K`` within a fit, so
+    that one candidate's fit is one ordinary AdaCalib fit; each value then keeps its best.
+
+    Returns ``{value: K}`` and the held-out cross-entropy per value and candidate.
+    """
+    rng = np.random.default_rng(cfg.seed + 7919)
+    fold = rng.permutation(len(x)) % 2
+    vals, code = np.unique(col, return_inverse=True)
+    code = code.reshape(-1)
+    ce = np.zeros((len(cfg.bucket_candidates) + 1, len(vals)))
+    for ci, k in enumerate((0,) + tuple(cfg.bucket_candidates)):
+        for a in (0, 1):
+            tr, te = fold == a, fold != a
+            pos = np.bincount(code[tr], weights=y[tr], minlength=len(vals))
+            k_by_value = {int(v): k for v, pv in zip(vals, pos)
+                          if k > 0 and pv / k >= cfg.heldout_min_positives}
+            stage = _fit_stage(field, x[tr], y[tr], col[tr], cfg, k_by_value)
+            for key in ("_glob", "_groups", "_info"):
+                stage.pop(key)
+            spec = {"format": "extcvr.calibrator", "format_version": 1, "fields": [field],
+                    "stages": [stage]}
+            q = np.clip(ArtifactCalibrator(spec).transform(sigmoid(x[te]), {field: col[te]}),
+                        1e-7, 1 - 1e-7)
+            loss = -(y[te] * np.log(q) + (1 - y[te]) * np.log(1 - q))
+            ce[ci] += np.bincount(code[te], weights=loss, minlength=len(vals))
+    cands = (0,) + tuple(cfg.bucket_candidates)
+    best = {int(v): int(cands[int(np.argmin(ce[:, i]))]) for i, v in enumerate(vals)}
+    scores = {str(int(v)): {str(k): float(ce[ci, i]) for ci, k in enumerate(cands)}
+              for i, v in enumerate(vals)}
+    return best, scores
 
 
 def with_tails(knots: np.ndarray, c: np.ndarray, lo: float, hi: float

@@ -313,6 +313,8 @@ class ArtifactCalibrator:
         if t == "global":
             return apply_function(stage["function"], q, self.eps)
         if t == "logit_offset":
+            if len(stage["_values"]) == 0:               # no value has an offset
+                return q
             idx = _value_index(stage["_values"], cols[stage["field"]])
             off = np.where(idx >= 0, stage["_offsets"][np.maximum(idx, 0)], 0.0)
             return sigmoid(logit(q, self.eps) + off)

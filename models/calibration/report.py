@@ -8,6 +8,8 @@ of the evaluation split for pCVR), renamed to short keys:
   ``category_id``, else the column name);
 - ``ece`` (= ``ece_eqfreq10``: equal-frequency, 10 bins) and ``ece_eqwidth100``
   (equal-width, 100 bins); ``ece_binning`` names the binning of ``ece``;
+- ``field_rce_app_q5``: Field-RCE over cells of app x quintile of the base pCVR within the
+  app (:func:`app_quintile_cells`): the per-app *shape* of the calibration;
 - ``pcoc``, ``auc`` (CVR AUC on clicked rows), ``logloss``;
 - ``ctcvr_auc`` (pCTR x calibrated pCVR) and, on synthetic data, ``entire_space_cvr_auc``.
 """
@@ -62,7 +64,27 @@ def calibration_metrics(frame: Mapping[str, np.ndarray], pcvr: np.ndarray,
             z = np.asarray(frame[f])[clicked]
             out[f"field_rce_{s}"] = M.field_rce(y, pcvr[clicked], z)
             out[f"field_ece_{s}"] = M.field_ece(y, pcvr[clicked], z)
+    if "app_id" in frame and "pcvr" in frame:
+        cells = app_quintile_cells(np.asarray(frame["app_id"])[clicked],
+                                   np.asarray(frame["pcvr"])[clicked])
+        out["field_rce_app_q5"] = M.field_rce(y, pcvr[clicked], cells)
     return out
+
+
+def app_quintile_cells(app: np.ndarray, base_pcvr: np.ndarray, bins: int = 5) -> np.ndarray:
+    """Cell id of each row: its app and the quintile of the **base** pCVR within that app.
+
+    ``field_rce_app_q5``, the Field-RCE over these cells, sees the *shape* of each app's
+    calibration (is the app right at its low and its high predictions?), which Field-RCE by
+    app, a sum over the app's rows, cannot. The cells come from the base prediction, so
+    they are the same for every calibrator.
+    """
+    cells = np.empty(len(app), dtype=np.int64)
+    for v in np.unique(app):
+        rows = np.flatnonzero(app == v)
+        rank = np.argsort(np.argsort(base_pcvr[rows], kind="stable"), kind="stable")
+        cells[rows] = int(v) * bins + (rank * bins) // max(len(rows), 1)
+    return cells
 
 
 def _after(run: Mapping[str, Any], method: str, metric: str) -> Optional[float]:
@@ -71,12 +93,13 @@ def _after(run: Mapping[str, Any], method: str, metric: str) -> Optional[float]:
 
 
 def adacalib_ratios(per_run: Sequence[Mapping[str, Any]], best_global: Sequence[str],
-                    metric: str = "field_rce_app") -> Dict[str, Any]:
+                    metric: str = "field_rce_app", method: str = "adacalib") -> Dict[str, Any]:
     """AdaCalib's ``metric`` (lower is better) against the best global method and NeuCalib.
 
     Args:
         per_run: the ``calibration.json`` of each run (one seed each).
         best_global: the global methods whose lowest ``metric`` is the reference.
+        method: the numerator (``adacalib``, or a variant or extension of it).
 
     Returns:
         ``{"best_global": {...}, "neucalib": {...}}`` (each only when that reference is in the
@@ -86,7 +109,7 @@ def adacalib_ratios(per_run: Sequence[Mapping[str, Any]], best_global: Sequence[
         method being the one with the lowest mean, named in ``by_means_reference``).
     """
     out: Dict[str, Any] = {}
-    ada = [_after(r, "adacalib", metric) for r in per_run]
+    ada = [_after(r, method, metric) for r in per_run]
     if not per_run or None in ada:
         return out
     present = [g for g in best_global if all(_after(r, g, metric) is not None for r in per_run)]

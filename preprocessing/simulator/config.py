@@ -36,6 +36,18 @@ class MediaApp:
             recent day (AdaCalib) is meant to fix. On day ``d`` of ``days`` the offset is
             ``cvr_offset + cvr_trend * (d - (days - 1) / 2)``: centred, so ``cvr_offset`` is
             its mean over the days. 0 keeps the app stationary.
+        cvr_sharpness_trend: change per day, in [-0.5, 0.5], of the app's conversion
+            **sharpness**: on day ``d`` the user/item part of the cart-given-click and
+            purchase-given-cart logits (everything but the app's offset) is scaled by
+            ``max(0.1, 1 + cvr_sharpness_trend * (d - (days - 1) / 2))`` around its mean over
+            the app's impressions (of the block), at the same mean ``exp(logit)``, so that the
+            app's conversion level stays about the same. Unlike
+            ``cvr_trend`` (a level shift), this changes the *shape* of the app's conversion
+            curve over the days (how strongly intent and affinity separate buyers from
+            browsers), differently per app: a model trained on earlier days is then
+            miscalibrated per app in shape, not only in level (the setting in which AdaCalib's
+            per-value functions can beat a per-value offset). 0 (the default) leaves the
+            simulator exactly as without it.
         clickbait_mix: probability that a creative shown on this app is of a clickbait type.
         targeting: probability that the ad's category is one of the user's preferred ones.
         max_slot: number of ad slots per feed page on this app (slot ids 0..max_slot-1).
@@ -46,6 +58,7 @@ class MediaApp:
     ctr_offset: float = 0.0
     cvr_offset: float = 0.0
     cvr_trend: float = 0.0
+    cvr_sharpness_trend: float = 0.0
     clickbait_mix: float = 0.2
     targeting: float = 0.3
     max_slot: int = 10
@@ -54,6 +67,9 @@ class MediaApp:
         check_param(self.share > 0, "share", "> 0", self.share)
         check_param(math.isfinite(self.cvr_trend) and abs(self.cvr_trend) <= 1, "cvr_trend",
                     "finite and in [-1, 1]", self.cvr_trend)
+        check_param(math.isfinite(self.cvr_sharpness_trend)
+                    and abs(self.cvr_sharpness_trend) <= 0.5, "cvr_sharpness_trend",
+                    "finite and in [-0.5, 0.5]", self.cvr_sharpness_trend)
         check_param(0 <= self.clickbait_mix <= 1, "clickbait_mix", "in [0, 1]", self.clickbait_mix)
         check_param(0 <= self.targeting <= 1, "targeting", "in [0, 1]", self.targeting)
         check_param(1 <= self.max_slot <= 50, "max_slot", "in [1, 50]", self.max_slot)

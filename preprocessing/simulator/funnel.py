@@ -15,6 +15,15 @@ With sigma the logistic function, the factors of ``entities.py`` and ``d`` the i
     p_purchase|click     = p_cart|click * p_buy|cart
     o_app(d)             = app.cvr_offset + app.cvr_trend * (d - (days - 1) / 2)
 
+and, when some ``app.cvr_sharpness_trend`` is non-zero, the terms of the cart and buy logits
+other than the app's offset (``0.5 o_app(d)``, ``o_app(d)``) are scaled by ``s_app(d) =
+max(0.1, 1 + app.cvr_sharpness_trend * (d - (days - 1) / 2))`` around their mean over the
+app's impressions in the block, then shifted so that the app's mean ``exp(logit)`` over those
+impressions is unchanged (for rare conversions, ``p ~ exp(logit)``: the level stays): the
+app's conversion curve gets steeper or flatter over the days at about the same level (a
+change of shape, not of level). With every
+sharpness trend 0 both logits are computed exactly as written above, bit for bit.
+
 where ``aff = 1[category in user's preferred] + 0.25 * <taste_u, taste_i> / 2`` and
 ``price_pen = relative_price * (1 + 0.5 * s)``. Intent raises every stage; clickiness, creative
 appeal, clickbait and slot move clicks only (clickbait lowers conversion): the clicked
@@ -90,6 +99,24 @@ def app_cvr_offset(config: GeneratorConfig, app: np.ndarray, day) -> np.ndarray:
     # A zero trend adds exactly 0.0: stationary apps get the same logits, bit for bit, as
     # without the trend term.
     return offset[app] + trend[app] * centred_day
+
+
+def app_cvr_sharpness(config: GeneratorConfig, app: np.ndarray, day) -> np.ndarray:
+    """The buy-logit sharpness ``s_app(d)`` of each impression (see the module docstring).
+
+    Args:
+        config: the generator config (its apps and ``days``).
+        app: app index of each impression (into ``config.apps``).
+        day: the day of the impressions, a scalar or one day per impression.
+    """
+    trend = np.array([a.cvr_sharpness_trend for a in config.apps], dtype=np.float64)
+    centred_day = np.asarray(day, dtype=np.float64) - 0.5 * (config.days - 1)
+    return np.maximum(0.1, 1.0 + trend[app] * centred_day)
+
+
+def has_sharpness_trend(config: GeneratorConfig) -> bool:
+    """Whether any app's conversion sharpness moves over the days."""
+    return any(a.cvr_sharpness_trend != 0.0 for a in config.apps)
 
 
 def probabilities(logits: FunnelLogits, b: Intercepts) -> FunnelProbabilities:

@@ -32,6 +32,7 @@ from preprocessing import columns as C
 from preprocessing.simulator.config import GeneratorConfig
 from preprocessing.simulator.entities import ItemCatalog, UserPopulation
 from preprocessing.simulator.funnel import (FunnelLogits, Intercepts, app_cvr_offset,
+                                            app_cvr_sharpness, has_sharpness_trend,
                                             probabilities, solve_intercepts)
 from preprocessing.simulator.hashing import AffinePermutation, zipf_rank
 
@@ -164,6 +165,31 @@ class ImpressionSampler:
         buy = (eff.intent_buy * user.intent + eff.affinity_buy * aff
                + eff.quality_buy * item.quality - eff.price_buy * price_pen
                + eff.clickbait_conv * bait + cvr_off + cat_conv + eff.evening_conv * evening)
+        if has_sharpness_trend(cfg):
+            # A branch, not a multiplication by 1.0 always: the default (no sharpness trend)
+            # keeps the exact floating-point expression above, so its output is unchanged.
+            sharp = app_cvr_sharpness(cfg, app, day)
+            cart_core = (eff.intent_cart * user.intent + eff.affinity_cart * aff
+                         + eff.quality_cart * item.quality - eff.price_cart * price_pen
+                         + eff.clickbait_conv * bait + 0.5 * cat_conv)
+            buy_core = (eff.intent_buy * user.intent + eff.affinity_buy * aff
+                        + eff.quality_buy * item.quality - eff.price_buy * price_pen
+                        + eff.clickbait_conv * bait + cat_conv + eff.evening_conv * evening)
+            counts = np.maximum(np.bincount(app, minlength=n_apps), 1)
+
+            def log_mean_exp(x):
+                return np.log(np.bincount(app, weights=np.exp(x), minlength=n_apps)
+                              / counts)[app]
+
+            def around_app_mean(core):
+                # scaled around the app's mean (over these rows), then shifted so that the
+                # app's mean exp(logit) is unchanged: rare conversions keep their level
+                mean = (np.bincount(app, weights=core, minlength=n_apps) / counts)[app]
+                scaled = sharp * (core - mean) + mean
+                return scaled + log_mean_exp(core) - log_mean_exp(scaled)
+
+            cart = around_app_mean(cart_core) + 0.5 * cvr_off
+            buy = around_app_mean(buy_core) + cvr_off
 
         feats = {C.USER_ID: user_id, **user.features, C.ITEM_ID: item_id, **item.features,
                  C.APP_ID: app.astype(np.int64), "slot_id": slot,

@@ -19,7 +19,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 def calibrated(tmp_path_factory, tiny_run, small_processed):
     out = str(tmp_path_factory.mktemp("cal") / "cal")
     rc = main(["--method", "all", "--run", tiny_run, "--data", small_processed,
-               "--field", "app_id,category_id", "--out", out])
+               "--field", "app_id,category_id", "--history-split", "train", "--out", out])
     assert rc == 0
     return out
 
@@ -118,6 +118,8 @@ def test_calibration_split_must_not_be_the_evaluation_split(tmp_path, tiny_run,
 
 def test_method_and_field_lists_parse():
     assert parse_methods("all") == list(METHODS)
+    # without history days, 'all' leaves out the method that needs them
+    assert parse_methods("all", history=False) == [m for m in METHODS if m != "adacalib_trend"]
     assert parse_methods("platt, adacalib") == ["platt", "adacalib"]
     with pytest.raises(ValueError, match="unknown method"):
         parse_methods("platt,beta")
@@ -150,3 +152,28 @@ def test_downsampled_dataset_keeps_cvr_negatives_at_the_app_rates(tmp_path, smal
         a = read_split(os.path.join(small_processed, split))
         b = read_split(os.path.join(out, split))
         assert len(a) == len(b)
+
+
+def test_trend_method_without_history_split_is_a_clear_error(tmp_path, tiny_run,
+                                                              small_processed, capsys):
+    rc = main(["--method", "adacalib_trend", "--run", tiny_run, "--data", small_processed,
+               "--out", str(tmp_path / "x")])
+    assert rc == 2
+    assert "--history-split train" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "x")
+
+
+def test_history_split_may_not_be_the_calibration_or_evaluation_split(tmp_path, tiny_run,
+                                                                      small_processed):
+    from models.calibrate import calibrate_run
+    with pytest.raises(ValueError, match="history split must differ"):
+        calibrate_run(tiny_run, small_processed, ["platt"], ("app_id",), str(tmp_path),
+                      history_split="valid")
+
+
+def test_trend_artifact_carries_the_history_days_and_one_offset_per_app(calibrated):
+    spec = json.load(open(os.path.join(calibrated, "adacalib_trend", "calibrator.json")))
+    meta = spec["meta"]
+    assert meta["calibration_day"] > max(meta["history_days"])
+    assert set(meta["slopes"]) == {"app_id", "category_id"}
+    assert set(meta["slopes"]) == {"app_id", "category_id"}

@@ -607,3 +607,83 @@ def test_cli_missing_config_file_or_bad_rows_returns_2(tmp_path, capsys):
                  str(small_config_file(tmp_path)), "--no-progress"]) == 2
     assert "'rows'" in capsys.readouterr().err
     assert not out.exists()
+
+
+# ------------------------------------------------------------------------ conversion sharpness
+
+def _table_digest(sampler: ImpressionSampler) -> str:
+    """SHA-256 over every column's values of every block (names, offsets and values)."""
+    import hashlib
+    h = hashlib.sha256()
+    for b in range(sampler.n_blocks):
+        table = sampler.block(b)
+        for name in table.column_names:
+            col = table.column(name).combine_chunks()
+            h.update(name.encode())
+            if pa.types.is_list(col.type):
+                h.update(np.asarray(col.offsets).tobytes())
+                h.update(np.asarray(col.flatten().fill_null(-1)).tobytes())
+            else:
+                h.update(np.asarray(col.fill_null(-1) if col.null_count else col).tobytes())
+    return h.hexdigest()
+
+
+#: The digest of the default simulator's output (seed 11, 30k rows, 20k pilot rows) before the
+#: sharpness option existed (2026-11-30): every new effect is 0 by default.
+DEFAULT_DIGEST = "dee271f380935aaadd55db6ac928b4b84fe667e86f36aecc11ec35c7ade35188"
+
+
+def test_default_output_is_byte_identical_to_the_output_before_the_sharpness_option():
+    assert _table_digest(ImpressionSampler(GeneratorConfig(pilot_rows=20_000), 11,
+                                           30_000)) == DEFAULT_DIGEST
+
+
+def test_cvr_sharpness_trend_scales_that_apps_cart_and_buy_logits_around_their_mean_by_day():
+    days, sharp = 5, 0.2
+    still = ImpressionSampler(trend_config([0.0] * 5, days), 3, 20_000)
+    apps = tuple(dataclasses.replace(a, cvr_sharpness_trend=sharp if i == 0 else 0.0)
+                 for i, a in enumerate(still.config.apps))
+    moving = ImpressionSampler(dataclasses.replace(still.config, apps=apps), 3, 20_000)
+    assert moving.intercepts.click == still.intercepts.click
+
+    def logit(p):
+        return np.log(p) - np.log1p(-p)
+
+    for block in range(moving.n_blocks):
+        s, m = still.block(block).to_pandas(), moving.block(block).to_pandas()
+        assert s[C.APP_ID].equals(m[C.APP_ID])
+        day = moving.block_day(block)
+        scale = np.where(m[C.APP_ID] == 0, max(0.1, 1 + sharp * (day - (days - 1) / 2)), 1.0)
+        # app 0 has offset 0 and no level trend: both logits minus the intercepts are scaled
+        app0 = (m[C.APP_ID] == 0).to_numpy()
+        cart_s = (logit(s[C.P_CART_GIVEN_CLICK]) - still.intercepts.cart).to_numpy()
+        cart_m = (logit(m[C.P_CART_GIVEN_CLICK]) - moving.intercepts.cart).to_numpy()
+        buy_s = (logit(s[C.P_PURCHASE_GIVEN_CLICK] / s[C.P_CART_GIVEN_CLICK])
+                 - still.intercepts.buy).to_numpy()
+        buy_m = (logit(m[C.P_PURCHASE_GIVEN_CLICK] / m[C.P_CART_GIVEN_CLICK])
+                 - moving.intercepts.buy).to_numpy()
+        for core_s, core_m in ((cart_s, cart_m), (buy_s, buy_m)):
+            # scaled around the app's mean in the block, at the same mean exp(logit)
+            mean = core_s[app0].mean()
+            scaled = (scale * (core_s - mean) + mean)[app0]
+            shift = np.log(np.exp(core_s[app0]).mean()) - np.log(np.exp(scaled).mean())
+            np.testing.assert_allclose(core_m[app0], scaled + shift, atol=1e-6)
+            assert np.exp(core_m[app0]).mean() == pytest.approx(np.exp(core_s[app0]).mean(),
+                                                                rel=1e-6)
+            if day != (days - 1) / 2:
+                assert not np.allclose(core_m[app0], core_s[app0])
+            # the other apps are not scaled
+            np.testing.assert_allclose(core_m[~app0], core_s[~app0], atol=1e-6)
+
+
+def test_the_shape_setting_config_loads_with_sharpness_trends_on_some_apps():
+    from preprocessing.simulator.config import load_config
+    path = Path(__file__).resolve().parents[2] / "preprocessing" / "configs" / \
+        "calibration_shapes.yaml"
+    cfg = load_config(str(path))
+    sharp = [a.cvr_sharpness_trend for a in cfg.apps]
+    assert any(s > 0 for s in sharp) and any(s < 0 for s in sharp)
+    defaults = GeneratorConfig()
+    # everything else is the default world
+    assert [a.cvr_trend for a in cfg.apps] == [a.cvr_trend for a in defaults.apps]
+    assert cfg.rates == defaults.rates and cfg.effects == defaults.effects

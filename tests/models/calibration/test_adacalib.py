@@ -149,7 +149,42 @@ def test_two_fields_are_chained_and_both_are_needed(cal_data):
                                  dict(shrink_level="x"), dict(shrink_level=0.0),
                                  dict(min_slope=1.0), dict(shrink_shape=0.0),
                                  dict(min_positives_per_bucket=0), dict(max_iter=-1),
-                                 dict(hidden_units=(0,))])
+                                 dict(hidden_units=(0,)), dict(bucket_mode="attention"),
+                                 dict(feature_set="counts"), dict(heldout_min_positives=0)])
 def test_config_is_validated(bad):
     with pytest.raises(ValueError, match="parameter must be"):
         AdaCalibConfig(**bad)
+
+
+def test_heldout_bucket_count_keeps_a_level_only_fit_for_a_pure_level_shift_and_shapes_for_a_slope():
+    """The paper's adaptive bucket count as a held-out choice: an app whose base is off only
+    in level gains nothing from its own key points (K = 0 or few), an app whose base is off
+    in slope needs them (K > 0)."""
+    rng = np.random.default_rng(5)
+    n = 80_000
+    app = rng.choice([3, 4], size=n)
+    z = rng.normal(-3.0, 1.0, n)
+    y = (rng.random(n) < 1 / (1 + np.exp(-z))).astype(float)
+    base_logit = np.where(app == 3, z + 0.5, (z + 3.0) * 0.4 - 3.0)   # 3: level, 4: slope
+    p = 1 / (1 + np.exp(-base_logit))
+    from models.calibration.adacalib import heldout_bucket_counts
+    cfg = AdaCalibConfig(max_iter=40, bucket_mode="heldout")
+    k, scores = heldout_bucket_counts(logit(p), y, app, "app_id", cfg)
+    assert k[4] > 0
+    assert set(scores["3"]) == {"0", "2", "4", "8", "16", "32"}
+    cal = make_calibrator("adacalib", ("app_id",), cfg).fit(p, y, {"app_id": app})
+    assert cal.spec_["meta"]["heldout_ce"]["app_id"]["4"] == scores["4"]
+    q = cal.transform(p, {"app_id": app})
+    for a in (3, 4):
+        assert q[app == a].sum() == pytest.approx(y[app == a].sum(), rel=0.05)
+
+
+def test_smaller_feature_sets_fit_and_still_beat_a_global_method_per_app(cal_data):
+    (p, y, f), (pt, yt, ft) = cal_data
+    platt = make_calibrator("platt").fit(p, y)
+    platt_rce = M.field_rce(yt, platt.transform(pt), ft["app_id"])
+    for feature_set in ("posterior", "geometry"):
+        cal = make_calibrator("adacalib", ("app_id",),
+                              AdaCalibConfig(max_iter=40, feature_set=feature_set)).fit(p, y, f)
+        rce = M.field_rce(yt, cal.transform(pt, ft), ft["app_id"])
+        assert rce < 0.5 * platt_rce, feature_set

@@ -8,11 +8,13 @@ import sys
 import numpy as np
 import pytest
 
-from models.calibration import METHODS, AdaCalibConfig, load_calibrator, make_calibrator
+from models.calibration import (METHODS, AdaCalibConfig, TrendConfig, load_calibrator,
+                                make_calibrator)
 from models.calibration.artifact import ArtifactCalibrator, check_fields, check_predictions
 
 FIELDS = ("app_id", "category_id")
-FAST = {"adacalib": AdaCalibConfig(max_iter=40)}
+FAST = {"adacalib": AdaCalibConfig(max_iter=40),
+        "adacalib_trend": TrendConfig(base_config={"max_iter": 40})}
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))))
 
@@ -20,7 +22,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
 @pytest.fixture(scope="module")
 def fitted(cal_data):
     (p, y, f), _ = cal_data
-    return {m: make_calibrator(m, FIELDS, FAST.get(m)).fit(p, y, f) for m in METHODS}
+    day = {"day": np.arange(len(p)) % 4}          # four days, for the methods that use them
+    return {m: make_calibrator(m, FIELDS, FAST.get(m)).fit(
+        p, y, {**f, **day} if getattr(METHODS[m], "uses_history", False) else f)
+        for m in METHODS}
 
 
 @pytest.mark.parametrize("method", list(METHODS))

@@ -97,3 +97,33 @@ def test_ratios_of_a_stored_aggregate_are_recomputed_from_its_per_seed_values(tm
     md = (tmp_path / "calibration.md").read_text()
     assert "per seed 0.600 (histogram), 0.600 (platt)" in md
     assert "NeuCalib: per seed 1.200, 0.750" in md
+
+
+def test_app_quintile_cells_split_each_app_by_its_base_prediction():
+    from models.calibration.report import app_quintile_cells
+    app = np.repeat([3, 4], 100)
+    base = np.concatenate([np.linspace(0, 1, 100), np.linspace(1, 0, 100)])
+    cells = app_quintile_cells(app, base)
+    assert len(np.unique(cells)) == 10
+    assert (np.bincount(cells - cells.min())[np.unique(cells - cells.min())] == 20).all()
+    # within an app, a higher base prediction is never in a lower cell
+    for a in (3, 4):
+        rows = app == a
+        order = np.argsort(base[rows])
+        assert np.all(np.diff(cells[rows][order]) >= 0)
+
+
+def test_field_rce_by_app_quintile_sees_a_shape_error_that_field_rce_by_app_misses():
+    rng = np.random.default_rng(0)
+    n = 200_000
+    app = rng.choice([3, 4], size=n)
+    p_true = rng.uniform(0.01, 0.2, n)
+    y = (rng.random(n) < p_true).astype(float)
+    mean = p_true.mean()
+    tilted = mean + 0.5 * (p_true - mean)            # right level, wrong shape
+    frame = {"click": np.ones(n), "purchase": y, "pcvr": p_true, "pctr": np.full(n, 0.1),
+             "app_id": app}
+    right = calibration_metrics(frame, p_true, ("app_id",))
+    wrong = calibration_metrics(frame, tilted, ("app_id",))
+    assert wrong["field_rce_app"] < 0.02 and right["field_rce_app"] < 0.02
+    assert wrong["field_rce_app_q5"] > 3 * right["field_rce_app_q5"]

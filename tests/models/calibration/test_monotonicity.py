@@ -7,7 +7,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from models.calibration import METHODS, AdaCalibConfig, NeuCalibConfig, make_calibrator
+from models.calibration import (METHODS, AdaCalibConfig, NeuCalibConfig, TrendConfig,
+                                make_calibrator)
 
 FIELDS = ("app_id", "category_id")
 GRID = np.concatenate(([0.0, 1e-9], np.linspace(0, 1, 201), np.geomspace(1e-6, 0.5, 200),
@@ -50,6 +51,9 @@ def _config(method):
         return NeuCalibConfig(max_iter=100)
     if method == "adacalib":
         return AdaCalibConfig(max_iter=20, min_positives_per_bucket=2)
+    if method == "adacalib_trend":
+        return TrendConfig(base_config={"max_iter": 20, "min_positives_per_bucket": 2},
+                           min_history_days=2)
     return None
 
 
@@ -59,5 +63,7 @@ def _config(method):
 @given(data=fit_data())
 def test_every_calibrator_is_monotone_for_seen_and_unseen_values(method, data):
     p, y, f = data
+    if getattr(METHODS[method], "uses_history", False):
+        f = {**f, "day": np.arange(len(p)) % 3}            # two history days, then the last
     cal = make_calibrator(method, FIELDS, _config(method)).fit(p, y, f)
     _assert_monotone(cal, [0, 1, 99], [0, 3, 99])            # 99: unseen

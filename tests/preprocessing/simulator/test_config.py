@@ -248,3 +248,14 @@ def test_unparsable_config_file_raises_value_error_naming_the_file(tmp_path):
 def test_missing_config_file_raises_file_not_found(tmp_path):
     with pytest.raises(FileNotFoundError):
         load_config(str(tmp_path / "absent.yaml"))
+
+
+@pytest.mark.parametrize("value", [0.6, -0.51, float("nan"), float("inf")])
+def test_cvr_sharpness_trend_beyond_half_a_unit_per_day_or_not_finite_raises_naming_it(value):
+    with pytest.raises(ValueError, match=re.escape("'cvr_sharpness_trend'")):
+        MediaApp("x", 1.0, cvr_sharpness_trend=value)
+
+
+def test_cvr_sharpness_trend_defaults_to_zero_on_every_default_app():
+    assert MediaApp("x", 1.0).cvr_sharpness_trend == 0.0
+    assert all(a.cvr_sharpness_trend == 0.0 for a in GeneratorConfig().apps)
