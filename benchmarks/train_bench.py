@@ -2,7 +2,8 @@
 
 Usage::
 
-    python -m benchmarks.train_bench --data PROC_DIR [--models naive esmm escm2_ips mmoe]
+    python -m benchmarks.train_bench --data PROC_DIR [--models naive esmm escm2_ips mmoe autoheri]
+        [--autoheri-architecture RUN/autoheri_architecture.json]
         [--batch-size 4096] [--steps 60] [--out benchmarks/results] [--no-peer] [--no-progress]
 
 On the training split of a processed dataset (output of ``preprocessing.run``), in one process:
@@ -16,6 +17,12 @@ On the training split of a processed dataset (output of ``preprocessing.run``), 
    batches fetched beforehand and kept in memory (step-only samples/s). Peak RSS after each
    model (process-wide peak so far, so it only grows from model to model). ESMM is measured
    once more with Keras' dense ``Adam`` (row ``esmm[keras_adam]``), the reference for LazyAdam.
+   ``autoheri`` gives two rows: ``autoheri[search]``, the searchable network (every candidate
+   edge gated, edge logits on their own Adam), and ``autoheri``, the retrained network of
+   ``--autoheri-architecture`` (without it: every candidate edge, the largest derived network,
+   row ``autoheri[all edges]``). From them and ESMM's row, ``autoheri_wall_to_esmm`` estimates
+   AutoHERI's search + retrain wall time over one ESMM run on the same data:
+   ``autoheri_search_fraction x esmm/search + esmm/retrain`` (samples/s ratios, end to end).
 3. peer (unless ``--no-peer``): Merlin Models' own ``MMOEBlock`` model on the same columns
    (targets click and purchase), ``model.compile(optimizer="adam")``, ``model.fit`` over
    ``--steps`` batches of a merlin-dataloader ``Loader`` (after a 5-step warm-up fit).
@@ -41,7 +48,7 @@ from preprocessing.atomic import atomic_write_text
 from preprocessing.report import markdown_table, peak_rss_mb, print_table
 
 DEFAULT_OUT = os.path.join("benchmarks", "results")
-DEFAULT_MODELS = ("naive", "esmm", "escm2_ips", "mmoe")
+DEFAULT_MODELS = ("naive", "esmm", "escm2_ips", "mmoe", "autoheri")
 WARMUP_STEPS = 5
 LEARNING_RATE = 2e-3
 PEER_TARGETS = ("click", "purchase")
@@ -79,26 +86,38 @@ def bench_loader(train_ds, batch_size: int, steps: int) -> Dict[str, object]:
 
 
 def bench_model(name: str, features, targets, train_ds, batch_size: int, steps: int,
-                optimizer: Optional[str] = None) -> Dict[str, object]:
-    """End-to-end and step-only samples/s of one baseline, trained with ``optimizer`` (one of
-    ``models.config.OPTIMIZER_NAMES``; default: the trainer's)."""
+                optimizer: Optional[str] = None, edges=None) -> Dict[str, object]:
+    """End-to-end and step-only samples/s of one model, trained with ``optimizer`` (one of
+    ``models.config.OPTIMIZER_NAMES``; default: the trainer's). ``autoheri`` with ``edges``
+    is the derived network of those edges; without, the searchable one."""
     import tensorflow as tf
 
+    from models.autoheri.model import build_autoheri
     from models.baselines import build_model
     from models.config import ModelConfig, TrainConfig
     from models.data import batches
     from models.optimizers import make_optimizer
     optimizer = optimizer or TrainConfig().optimizer
     tf.random.set_seed(0)
-    model = build_model(name, features, ModelConfig(), targets)
+    if edges is not None:
+        model = build_autoheri(name, features, ModelConfig(), targets, edges=edges)
+    else:
+        model = build_model(name, features, ModelConfig(), targets)
     model.optimizer = make_optimizer(optimizer, LEARNING_RATE)
+    if getattr(model, "searchable", False):
+        model.edge_optimizer = tf.keras.optimizers.Adam(ModelConfig().autoheri_edge_lr)
     step = tf.function(model.train_step, reduce_retracing=True)
 
     it = batches(train_ds, batch_size, shuffle=True, seed=0)
     t_w = time.perf_counter()
     cached = []
-    for _ in range(WARMUP_STEPS):
+    for i in range(WARMUP_STEPS):
         x, y = next(it)
+        if i == 0:  # every variable, the optimizers' slots included, before the first trace
+            model(x)
+            model.optimizer.build(model.trainable_variables)
+            if getattr(model, "searchable", False):
+                model.edge_optimizer.build([model.edge_logits])
         cached.append((x, y))
         float(step((x, y))["loss"])
     warmup_s = time.perf_counter() - t_w
@@ -215,6 +234,35 @@ def bench_peer(data_dir: str, features, batch_size: int, steps: int) -> Dict[str
     }
 
 
+def autoheri_rows(architecture: Optional[str], features, targets) -> Dict[str, object]:
+    """The AutoHERI stages to benchmark: ``{label: edges}``, the searchable network
+    (``None``) and the retrained one (the architecture file's kept edges, or every candidate)."""
+    from models.autoheri.architecture import Architecture, candidate_edges, chain_tasks
+    from models.config import ModelConfig
+    if architecture:
+        retrain = ("autoheri", Architecture.load(architecture).kept)
+    else:
+        retrain = ("autoheri[all edges]",
+                   candidate_edges(chain_tasks(targets), len(ModelConfig().tower_units)))
+    return {"autoheri[search]": None, retrain[0]: retrain[1]}
+
+
+def autoheri_wall_ratio(models: Dict[str, Dict]) -> Optional[Dict[str, object]]:
+    """AutoHERI's search + retrain time over one ESMM run of the same steps, from end-to-end
+    samples/s: ``fraction x esmm / search + esmm / retrain``."""
+    from models.config import ModelConfig
+    esmm = models.get("esmm", {}).get("samples_per_second")
+    search = models.get("autoheri[search]", {}).get("samples_per_second")
+    retrain_label = next((k for k in models if k in ("autoheri", "autoheri[all edges]")), None)
+    retrain = models.get(retrain_label, {}).get("samples_per_second")
+    if not (esmm and search and retrain):
+        return None
+    fraction = ModelConfig().autoheri_search_fraction
+    ratio = fraction * esmm / search + esmm / retrain
+    return {"ratio": round(ratio, 3), "search_fraction": fraction,
+            "retrain_row": retrain_label, "target": 3.0, "within_target": ratio <= 3.0}
+
+
 def _versions() -> Dict[str, str]:
     out = dict(versions())
     for pkg in ("tensorflow", "merlin-models", "merlin-dataloader"):
@@ -266,6 +314,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--data", required=True, help="output directory of preprocessing.run")
     parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS),
                         choices=MODEL_NAMES)
+    parser.add_argument("--autoheri-architecture", default=None,
+                        help="autoheri_architecture.json of a searched run: the retrained "
+                        "network benchmarked (default: every candidate edge)")
     parser.add_argument("--batch-size", type=int, default=4096)
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--out", default=DEFAULT_OUT, help="results directory")
@@ -298,7 +349,10 @@ def main(argv: Optional[List[str]] = None) -> int:
                           "each stage, so it includes every earlier stage and only grows"),
     }
     reference = ["esmm[keras_adam]"] if "esmm" in args.models else []
-    stages = ["loader", *args.models, *reference] + ([] if args.no_peer else ["peer"])
+    autoheri_stages = autoheri_rows(args.autoheri_architecture, features, targets) if (
+        "autoheri" in args.models) else {}
+    stages = (["loader", *[m for m in args.models if m != "autoheri"], *autoheri_stages,
+               *reference] + ([] if args.no_peer else ["peer"]))
     bar = tqdm(total=len(stages), unit="stage", disable=args.no_progress, file=sys.stderr)
     try:
         bar.set_description("loader")
@@ -310,6 +364,11 @@ def main(argv: Optional[List[str]] = None) -> int:
             bar.set_description(name)
             doc["models"][name] = bench_model(name, features, targets, train_ds,
                                               args.batch_size, args.steps)
+            bar.update(1)
+        for label, edges in autoheri_stages.items():
+            bar.set_description(label)
+            doc["models"][label] = bench_model("autoheri", features, targets, train_ds,
+                                               args.batch_size, args.steps, edges=edges)
             bar.update(1)
         for name in reference:
             bar.set_description(name)
@@ -341,6 +400,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         if peer and peer.get("status") == "ok":
             ratios[PEER_NAME] = {"samples_per_second": _ratio(peer["samples_per_second"], base)}
     doc["ratios_to_esmm"] = ratios
+    if autoheri_stages:
+        doc["autoheri_architecture"] = args.autoheri_architecture
+        doc["autoheri_wall_to_esmm"] = autoheri_wall_ratio(doc["models"])
     if not base:
         doc["ratios_note"] = "esmm was not among --models: no ratios"
 
@@ -355,6 +417,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         ("batch size / steps", f"{args.batch_size} / {args.steps}"),
         ("machine", f"{m['cpu_model']}, {m['nproc']} CPUs, {m['mem_total_gb']} GB"),
         ("gpus", ", ".join(doc["gpus"]) or "none"),
+        *([("autoheri search + retrain / esmm", f"{wall['ratio']:.2f}x (target <= 3x)")]
+          if (wall := doc.get("autoheri_wall_to_esmm")) else []),
     ])
     return 0
 

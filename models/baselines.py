@@ -243,9 +243,13 @@ MODELS = {"naive": NaiveCVR, "naive_shared": NaiveSharedCVR, "esmm": ESMM,
 
 
 def build_model(name: str, features: Sequence[Feature], config: ModelConfig,
-                targets: Sequence[str]) -> CVRModel:
-    """Instantiate the model ``name`` (one of ``MODELS``)."""
+                targets: Sequence[str], seed: int = 0) -> CVRModel:
+    """Instantiate the model ``name``: one of ``MODELS`` or of the AutoHERI family
+    (``models.autoheri.model.AUTOHERI_MODELS``; ``seed`` draws ``autoheri_random``'s edges)."""
+    from models.autoheri.model import AUTOHERI_MODELS, build_autoheri
+    if name in AUTOHERI_MODELS:
+        return build_autoheri(name, features, config, targets, seed)
     if name not in MODELS:
-        raise ValueError(f"The 'model' parameter must be one of {sorted(MODELS)}. "
-                         f"Got {name!r} instead.")
+        raise ValueError(f"The 'model' parameter must be one of "
+                         f"{sorted(MODELS) + sorted(AUTOHERI_MODELS)}. Got {name!r} instead.")
     return MODELS[name](features, config, targets)

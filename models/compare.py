@@ -28,7 +28,7 @@ def compare(data_dir: str, out: str, models: List[str], seeds: int, config: Opti
     ``split``. A run directory left by a different configuration (or data) is an error, not
     silently reused."""
     from models.evaluate import evaluate_runs
-    from models.train import run_identity, same_run, train
+    from models.train import has_checkpoint, run_identity, same_run, train
     mcfg, tcfg = load_configs(config)
     run_dirs = []
     for model in models:
@@ -41,7 +41,7 @@ def compare(data_dir: str, out: str, models: List[str], seeds: int, config: Opti
                                  f"than {config or 'the defaults'} on {data_dir}; use a new --out")
             if os.path.exists(os.path.join(run_dir, "metrics.json")):
                 continue
-            resume = os.path.isdir(os.path.join(run_dir, "checkpoints"))
+            resume = has_checkpoint(run_dir)
             train(model, data_dir, run_dir, seed, mcfg, tcfg, resume=resume, progress=progress)
     return evaluate_runs(run_dirs, data_dir, os.path.join(out, "report"), split)
 

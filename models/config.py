@@ -12,6 +12,7 @@ the CTCVR loss weighted 3 in the entire-space models (README "Models").
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Dict, Optional, Tuple
 
@@ -19,7 +20,10 @@ import yaml
 
 from preprocessing.params import check_param
 
-MODEL_NAMES = ("naive", "naive_shared", "esmm", "escm2_ips", "mmoe")
+MODEL_NAMES = ("naive", "naive_shared", "esmm", "escm2_ips", "mmoe", "autoheri", "autoheri_none",
+               "autoheri_all", "autoheri_random")
+AUTOHERI_SEARCH_NAMES = ("joint", "bilevel")
+AUTOHERI_DERIVE_NAMES = ("threshold", "topk")
 OPTIMIZER_NAMES = ("adam", "lazy_adam")
 LR_SCHEDULE_NAMES = ("constant", "cosine", "cosine_dense")
 
@@ -44,6 +48,24 @@ class ModelConfig:
             "Models").
         prior_bias_init: start each task's output bias at the logit of its training base rate
             (our choice; the same for every model).
+        ctcart_weight: weight of the CTCART loss ``CE(click * cart, pCTR * pCART|click)`` of the
+            AutoHERI chain (our choice: 1).
+        autoheri_search: ``joint`` (edge logits and weights on the training split) or
+            ``bilevel`` (weights on train; edge logits on the validation day's first half,
+            one edge step every ``autoheri_bilevel_every`` weight steps).
+        autoheri_search_fraction: the search stage's length, as a fraction of the training
+            run's planned steps (``epochs`` x steps per epoch).
+        autoheri_edge_lr: Adam learning rate of the edge logits (constant).
+        autoheri_edge_init: every edge's starting probability.
+        autoheri_temperature: ``p = sigmoid(a / temperature)``.
+        autoheri_sparsity: weight of the penalty ``sum_ij p_ij`` (the expected edge count)
+            added to the search loss.
+        autoheri_bilevel_every: weight steps per edge step in the bi-level search.
+        autoheri_derive: ``threshold`` (keep ``p > autoheri_threshold``) or ``topk`` (keep the
+            ``autoheri_top_k`` most probable edges).
+        autoheri_threshold, autoheri_top_k: see ``autoheri_derive``.
+        autoheri_random_edges: edge count of ``autoheri_random`` (0: ``autoheri_top_k`` when
+            deriving by top-k; set it to the searched set's size otherwise).
     """
 
     embedding_dim: int = 16
@@ -57,6 +79,18 @@ class ModelConfig:
     ips_weight: float = 1.0
     ctcvr_weight: float = 3.0
     prior_bias_init: bool = True
+    ctcart_weight: float = 1.0
+    autoheri_search: str = "joint"
+    autoheri_search_fraction: float = 0.5
+    autoheri_edge_lr: float = 0.01
+    autoheri_edge_init: float = 0.5
+    autoheri_temperature: float = 1.0
+    autoheri_sparsity: float = 0.0
+    autoheri_bilevel_every: int = 1
+    autoheri_derive: str = "threshold"
+    autoheri_threshold: float = 0.5
+    autoheri_top_k: int = 0
+    autoheri_random_edges: int = 0
 
     def __post_init__(self):
         object.__setattr__(self, "tower_units", tuple(self.tower_units))
@@ -73,6 +107,29 @@ class ModelConfig:
         check_param(0.0 < self.ips_clip <= 1.0, "ips_clip", "in (0, 1]", self.ips_clip)
         check_param(self.ips_weight >= 0, "ips_weight", ">= 0", self.ips_weight)
         check_param(self.ctcvr_weight > 0, "ctcvr_weight", "> 0", self.ctcvr_weight)
+        check_param(self.ctcart_weight >= 0, "ctcart_weight", ">= 0", self.ctcart_weight)
+        check_param(self.autoheri_search in AUTOHERI_SEARCH_NAMES, "autoheri_search",
+                    f"one of {', '.join(AUTOHERI_SEARCH_NAMES)}", self.autoheri_search)
+        check_param(0.0 < self.autoheri_search_fraction <= 4.0, "autoheri_search_fraction",
+                    "in (0, 4]", self.autoheri_search_fraction)
+        check_param(self.autoheri_edge_lr > 0, "autoheri_edge_lr", "> 0", self.autoheri_edge_lr)
+        check_param(0.0 < self.autoheri_edge_init < 1.0, "autoheri_edge_init", "in (0, 1)",
+                    self.autoheri_edge_init)
+        check_param(self.autoheri_temperature > 0, "autoheri_temperature", "> 0",
+                    self.autoheri_temperature)
+        check_param(self.autoheri_sparsity >= 0, "autoheri_sparsity", ">= 0",
+                    self.autoheri_sparsity)
+        check_param(self.autoheri_bilevel_every >= 1, "autoheri_bilevel_every", ">= 1",
+                    self.autoheri_bilevel_every)
+        check_param(self.autoheri_derive in AUTOHERI_DERIVE_NAMES, "autoheri_derive",
+                    f"one of {', '.join(AUTOHERI_DERIVE_NAMES)}", self.autoheri_derive)
+        check_param(0.0 < self.autoheri_threshold < 1.0, "autoheri_threshold", "in (0, 1)",
+                    self.autoheri_threshold)
+        check_param(self.autoheri_top_k >= 0, "autoheri_top_k", ">= 0", self.autoheri_top_k)
+        check_param(self.autoheri_derive != "topk" or self.autoheri_top_k >= 1, "autoheri_top_k",
+                    ">= 1 when autoheri_derive is topk", self.autoheri_top_k)
+        check_param(self.autoheri_random_edges >= 0, "autoheri_random_edges", ">= 0",
+                    self.autoheri_random_edges)
 
 
 @dataclass(frozen=True)
@@ -157,3 +214,17 @@ def load_configs(path: Optional[str]) -> Tuple[ModelConfig, TrainConfig]:
 def configs_to_dict(model: ModelConfig, train: TrainConfig) -> Dict[str, Any]:
     """Plain-data form of both configs."""
     return {"model_config": asdict(model), "train_config": asdict(train)}
+
+
+def with_added_defaults(recorded: Dict[str, Any]) -> Dict[str, Any]:
+    """A run's recorded ``configs_to_dict`` form with every field added to the dataclasses
+    since then set to its default: a field that did not exist when the run was trained had its
+    default's behaviour (new fields default to the old behaviour), so the run stays the same
+    run for ``--resume`` and ``models.compare``."""
+    out = dict(recorded)
+    for key, cls in (("model_config", ModelConfig), ("train_config", TrainConfig)):
+        if isinstance(recorded.get(key), dict):
+            defaults = json.loads(json.dumps(asdict(cls())))
+            out[key] = {**{k: v for k, v in defaults.items() if k not in recorded[key]},
+                        **recorded[key]}
+    return out

@@ -2,7 +2,8 @@
 
 Usage::
 
-    python -m models.train --model {naive,esmm,escm2_ips,mmoe} --data PROC_DIR --out RUN_DIR
+    python -m models.train --model {naive,naive_shared,esmm,escm2_ips,mmoe,autoheri,
+        autoheri_none,autoheri_all,autoheri_random} --data PROC_DIR --out RUN_DIR
         --seed S [--config FILE] [--resume] [--no-progress]
 
 The loop: LazyAdam (``models/optimizers.py``) at a constant or cosine-decayed learning rate
@@ -13,8 +14,13 @@ Merlin TF loader, a validation pass after each epoch, early stopping on the vali
 same epoch, the same shuffled order, the batches already trained on skipped, so nothing
 beyond the checkpoint is lost.
 
+``--model autoheri`` first searches and derives its architecture (``models/autoheri/search.py``:
+``RUN_DIR/search/``, ``autoheri_architecture.json`` / ``.png``), then trains the derived network
+here like any other model; ``--resume`` continues whichever stage was interrupted.
+
 ``RUN_DIR`` holds ``config.json`` (resolved), ``metrics.json`` (history, throughput, test
-metrics), ``saved_model/`` (a SavedModel with a ``serving_default`` signature), ``signature.json``,
+metrics, ``wall_seconds`` from the start of training, or of AutoHERI's search, to its end),
+``saved_model/`` (a SavedModel with a ``serving_default`` signature), ``signature.json``,
 ``checkpoints/`` and ``tensorboard/``. With several GPUs visible the model is built under
 ``tf.distribute.MirroredStrategy`` (written for the NGC container, not verified here).
 """
@@ -66,10 +72,13 @@ class Trainer:
         seed: seeds weights and the shuffled order.
         model_config, train_config: see ``models/config.py``.
         progress: show progress bars.
+        model_factory: builds the model from ``(features, model_config, targets)``; default
+            ``build_model(model_name, ..., seed)`` (AutoHERI's retrain stage passes the derived
+            architecture this way).
     """
 
     def __init__(self, model_name, data_dir, run_dir, seed, model_config, train_config,
-                 progress=True):
+                 progress=True, model_factory=None):
         import tensorflow as tf
 
         from models.baselines import build_model
@@ -89,7 +98,11 @@ class Trainer:
             planned = min(planned, train_config.max_steps)
         self.strategy = _strategy()
         with self.strategy.scope():
-            self.model = build_model(model_name, self.features, model_config, self.targets)
+            if model_factory is None:
+                self.model = build_model(model_name, self.features, model_config, self.targets,
+                                         seed)
+            else:
+                self.model = model_factory(self.features, model_config, self.targets)
             lr = learning_rate_schedule(train_config.lr_schedule, train_config.learning_rate,
                                         planned)
             self.model.optimizer = make_optimizer(
@@ -231,8 +244,16 @@ def same_run(run_dir: str, identity: Dict) -> bool:
     path = os.path.join(run_dir, "config.json")
     if not os.path.exists(path):
         return False
-    previous = json.load(open(path))
+    from models.config import with_added_defaults
+    previous = with_added_defaults(json.load(open(path)))
     return {k: previous.get(k) for k in identity} == json.loads(json.dumps(identity))
+
+
+def has_checkpoint(run_dir: str) -> bool:
+    """Whether ``run_dir`` holds a checkpoint to resume: the run's own, or (AutoHERI) its
+    search stage's."""
+    return any(os.path.exists(os.path.join(run_dir, *sub, "checkpoint"))
+               for sub in (("checkpoints",), ("search", "checkpoints")))
 
 
 def train(model_name: str, data_dir: str, run_dir: str, seed: int, model_config=None,
@@ -248,20 +269,42 @@ def train(model_name: str, data_dir: str, run_dir: str, seed: int, model_config=
     config_path = os.path.join(run_dir, "config.json")
     resolved = run_identity(model_name, data_dir, seed, model_config, train_config)
     if not resume:  # a fresh run never continues from an older run's checkpoints
-        for stale in ("checkpoints", "best"):
+        for stale in ("checkpoints", "best", "search"):
             shutil.rmtree(os.path.join(run_dir, stale), ignore_errors=True)
-        for stale in ("history.json", "metrics.json"):
+        for stale in ("history.json", "metrics.json", "autoheri_architecture.json",
+                      "autoheri_architecture.png"):
             if os.path.exists(os.path.join(run_dir, stale)):
                 os.remove(os.path.join(run_dir, stale))
     if resume and os.path.exists(config_path):
         if not same_run(run_dir, resolved):
             raise ValueError(f"{config_path}: --resume with a different configuration than the "
                              f"interrupted run; use a new --out")
-    trainer = Trainer(model_name, data_dir, run_dir, seed, model_config, train_config, progress)
+    atomic_write_text(config_path, json.dumps(resolved, indent=2))
+    started = time.perf_counter()
+    factory, search = None, None
+    if model_name == "autoheri":  # search and derive first, then retrain the derived network
+        from models.autoheri.model import build_autoheri
+        from models.autoheri.search import search_and_derive
+        architecture = search_and_derive(data_dir, run_dir, seed, model_config, train_config,
+                                         resume, progress)
+        search = architecture.search
+
+        def factory(features, config, targets):
+            return build_autoheri("autoheri", features, config, targets, edges=architecture.kept)
+    trainer = Trainer(model_name, data_dir, run_dir, seed, model_config, train_config, progress,
+                      model_factory=factory)
+    if model_name.startswith("autoheri_"):  # an ablation: record its fixed architecture
+        from models.autoheri.search import write_fixed_architecture
+        write_fixed_architecture(model_name, trainer.model, model_config, run_dir)
     resolved["features"] = [vars(f) for f in trainer.features]
     resolved["targets"] = list(trainer.targets)
     atomic_write_text(config_path, json.dumps(resolved, indent=2))
-    result = trainer.fit(resume=resume)
+    own_checkpoint = os.path.exists(os.path.join(run_dir, "checkpoints", "checkpoint"))
+    # AutoHERI resumed after its search but before the retrain's first checkpoint: start it
+    result = trainer.fit(resume=resume and (own_checkpoint or model_name != "autoheri"))
+    if search is not None:
+        result["search"] = search
+    result["wall_seconds"] = time.perf_counter() - started
     signature = export_saved_model(trainer.model, trainer.features,
                                    os.path.join(run_dir, "saved_model"))
     atomic_write_text(os.path.join(run_dir, "signature.json"), json.dumps(signature, indent=2))

@@ -29,3 +29,27 @@ def test_train_bench_writes_positive_throughputs_with_a_keras_adam_reference_for
     assert doc["ratios_to_esmm"]["esmm[keras_adam]"]["samples_per_second"] > 0
     assert "peer" not in doc
     assert "tensorflow" in doc["versions"] and "merlin-models" in doc["versions"]
+
+
+def test_autoheri_is_benchmarked_searching_and_retrained_with_its_wall_time_ratio(
+        small_processed, tmp_path):
+    from models.autoheri.architecture import Architecture, candidate_edges
+    tasks = ("click", "cart", "purchase")
+    edges = candidate_edges(tasks, 3)
+    arch = Architecture("autoheri", tasks, (128, 64, 32), edges, edges[:4], [0.5] * 27,
+                        [0.0] * 27)
+    arch_path = str(tmp_path / "autoheri_architecture.json")
+    arch.save(arch_path)
+    out = str(tmp_path / "results")
+    assert main(["--data", small_processed, "--steps", "2", "--batch-size", "512", "--models",
+                 "esmm", "autoheri", "--autoheri-architecture", arch_path, "--out", out,
+                 "--no-peer", "--no-progress"]) == 0
+    doc = json.load(open(os.path.join(out, os.listdir(out)[0])))
+    search, retrain = doc["models"]["autoheri[search]"], doc["models"]["autoheri"]
+    assert search["samples_per_second"] > 0 and retrain["samples_per_second"] > 0
+    assert search["trainable_params"] > retrain["trainable_params"]  # 27 gated edges vs 4
+    esmm = doc["models"]["esmm"]["samples_per_second"]
+    wall = doc["autoheri_wall_to_esmm"]
+    expected = (wall["search_fraction"] * esmm / search["samples_per_second"]
+                + esmm / retrain["samples_per_second"])
+    assert abs(wall["ratio"] - expected) < 2e-3 and wall["retrain_row"] == "autoheri"

@@ -197,3 +197,17 @@ def test_the_equal_settings_comparison_config_pins_the_paper_weight_and_a_consta
     model, train = load_configs(os.path.join(REPO, "models", "configs", "compare.yaml"))
     assert model.ctcvr_weight == 1 and train.lr_schedule == "constant"
     assert train.learning_rate == 0.002 and train.epochs == 1
+
+
+def test_a_run_recorded_before_a_config_field_existed_is_the_same_run_at_its_default(tmp_path):
+    """``same_run`` fills fields added to the dataclasses later with their defaults: a run
+    trained before ``ctcart_weight`` existed is reused, one with a changed value is not."""
+    from models.train import run_identity, same_run
+    identity = run_identity("esmm", "/data", 0, ModelConfig(), TrainConfig())
+    recorded = json.loads(json.dumps(identity))
+    del recorded["model_config"]["ctcart_weight"]
+    del recorded["model_config"]["autoheri_search"]
+    (tmp_path / "config.json").write_text(json.dumps(recorded))
+    assert same_run(str(tmp_path), identity)
+    changed = run_identity("esmm", "/data", 0, ModelConfig(ctcart_weight=2.0), TrainConfig())
+    assert not same_run(str(tmp_path), changed)

@@ -1,0 +1,51 @@
+"""An AutoHERI run (search, derive, retrain) exported like any other run and served by the real
+Triton server: the served pCTR / pCVR / pCTCVR equal the run's own SavedModel on the test day."""
+
+import json
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+
+
+@pytest.fixture(scope="module")
+def autoheri_repository(tmp_path_factory, small_processed):
+    from models.config import ModelConfig, TrainConfig
+    from models.train import train
+    from serving.export import export
+    root = tmp_path_factory.mktemp("autoheri_serving")
+    run_dir = str(root / "run")
+    train("autoheri", small_processed, run_dir, seed=4,
+          model_config=ModelConfig(embedding_dim=4, tower_units=(16, 8), autoheri_derive="topk",
+                                   autoheri_top_k=3),
+          train_config=TrainConfig(batch_size=1024, max_steps=8, checkpoint_every=1000),
+          progress=False)
+    repo = str(root / "repo")
+    export(run_dir, os.path.join(small_processed, "workflow"), repo, max_batch_size=256)
+    return run_dir, repo
+
+
+def test_an_exported_autoheri_run_is_served_like_the_offline_model(autoheri_repository,
+                                                                  small_processed):
+    from models.evaluate import predict_split
+    from serving.client import EnsembleClient
+    from serving.serve import TritonServer
+    run_dir, repo = autoheri_repository
+    assert len(json.load(open(os.path.join(run_dir, "autoheri_architecture.json")))["kept"]) == 3
+    manifest = json.load(open(os.path.join(small_processed, "manifest.json")))
+    raw = pd.concat([pd.read_parquet(os.path.join(manifest["input"], f))
+                     for f in manifest["files"]["test"]], ignore_index=True).head(2000)
+    offline = predict_split(os.path.join(run_dir, "saved_model"), small_processed,
+                            "test").head(len(raw))
+    server = TritonServer(repo)
+    server.start(timeout=300)
+    try:
+        client = EnsembleClient(server.http_url, "http")
+        served = client.predict(raw, batch_size=256, progress=False)
+        client.close()
+    finally:
+        assert server.stop() == 0, server.log_tail()
+    for k in ("pctr", "pcvr", "pctcvr"):
+        diff = np.abs(served[k].to_numpy() - offline[k].to_numpy()).max()
+        assert diff <= 1e-5, (k, diff)
