@@ -77,6 +77,13 @@ def collect(report_dirs: Sequence[str], metrics: Sequence[str],
                                                   p["model"], p["metric"]))
 
 
+def _cell(values: Sequence[float]) -> str:
+    """``mean ± std (n)``, or ``value (1)`` for a single seed (no spread to show)."""
+    if len(values) == 1:
+        return f"{values[0]:.4f} (1)"
+    return f"{M.format_mean_std(values)} ({len(values)})"
+
+
 def leaders(points: List[Dict], metric: str) -> Dict[Tuple, str]:
     """The model with the best mean per (generator seed, rows) for ``metric``."""
     best: Dict[Tuple, Dict] = {}
@@ -147,11 +154,11 @@ def learning_curve(report_dirs: Sequence[str], out: str,
                 cells[(p["generator_seed"], p["rows"])][p["model"]] = p
         lead = leaders(points, metric)
         rows = []
-        for (gen_seed, n), entry in sorted(cells.items(), key=lambda kv: (str(kv[0][0]),
-                                                                           kv[0][1])):
+        main_seed = Counter(p["generator_seed"] for p in points).most_common(1)[0][0]
+        for (gen_seed, n), entry in sorted(cells.items(), key=lambda kv: (
+                kv[0][0] != main_seed, str(kv[0][0]), kv[0][1])):
             rows.append([f"{n:,}", str(gen_seed)]
-                        + [f"{M.format_mean_std(entry[m]['values'])} ({len(entry[m]['values'])})"
-                           if m in entry else "-" for m in by_model]
+                        + [_cell(entry[m]["values"]) if m in entry else "-" for m in by_model]
                         + [lead[(gen_seed, n)]])
         sections.append(f"## {metric} (test day; mean ± std (seeds))\n\n"
                         + markdown_table(["rows", "generator seed", *by_model, "leader"], rows))

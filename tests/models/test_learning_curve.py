@@ -59,7 +59,8 @@ def test_the_leader_per_size_and_the_written_table_and_plot(reports, tmp_path, c
             for p in doc["leaders"]["entire_space_cvr_auc"]}
     assert lead == {(7, 1_000_000): "naive", (7, 4_000_000): "esmm", (23, 4_000_000): "esmm"}
     md = open(os.path.join(out, "learning_curve.md")).read()
-    assert "0.8450 ± 0.0071 (2)" in md and "| 1,000,000 | 7 |" in md
+    assert "0.8450 ± 0.0071 (2)" in md and "| 1,000,000 | 7 | 0.7800 (1) |" in md
+    assert md.index("| 4,000,000 | 7 |") < md.index("| 4,000,000 | 23 |")  # main seed first
     assert os.path.getsize(os.path.join(out, "learning_curve.png")) > 10_000
     assert "models.learning_curve" in capsys.readouterr().out
 
