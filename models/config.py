@@ -54,7 +54,10 @@ class ModelConfig:
             ``bilevel`` (weights on train; edge logits on the validation day's first half,
             one edge step every ``autoheri_bilevel_every`` weight steps).
         autoheri_search_fraction: the search stage's length, as a fraction of the training
-            run's planned steps (``epochs`` x steps per epoch).
+            run's planned steps (``epochs`` x steps per epoch). The default 0.25 keeps search
+            + retrain within 3x one ESMM run (``benchmarks.train_bench``); on the 4M-row
+            default data 0.5 searched no better on the validation day (until 2026-12-01 the
+            default was 0.5: earlier sweep records ran with it).
         autoheri_edge_lr: Adam learning rate of the edge logits (constant).
         autoheri_edge_init: every edge's starting probability.
         autoheri_temperature: ``p = sigmoid(a / temperature)``.
@@ -81,7 +84,7 @@ class ModelConfig:
     prior_bias_init: bool = True
     ctcart_weight: float = 1.0
     autoheri_search: str = "joint"
-    autoheri_search_fraction: float = 0.5
+    autoheri_search_fraction: float = 0.25
     autoheri_edge_lr: float = 0.01
     autoheri_edge_init: float = 0.5
     autoheri_temperature: float = 1.0

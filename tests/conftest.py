@@ -61,3 +61,20 @@ def tiny_run(tmp_path_factory, small_processed) -> str:
           train_config=TrainConfig(batch_size=1024, epochs=1, max_steps=12,
                                    checkpoint_every=1000), progress=False)
     return run_dir
+
+
+@pytest.fixture(scope="session")
+def autoheri_run(tmp_path_factory, small_processed):
+    """One uninterrupted AutoHERI run of ``models.train`` (search on half the steps, derive the
+    top 3 edges, retrain) on ``small_processed``: ``(run_dir, metrics, model_config,
+    train_config)``, for the AutoHERI and serving tests. Treat it as read-only."""
+    from models.config import ModelConfig, TrainConfig
+    from models.train import train
+    model_config = ModelConfig(embedding_dim=4, tower_units=(16, 8), autoheri_edge_lr=0.05,
+                               autoheri_search_fraction=0.5, autoheri_derive="topk",
+                               autoheri_top_k=3)
+    train_config = TrainConfig(batch_size=1024, epochs=1, max_steps=16, checkpoint_every=4)
+    run_dir = str(tmp_path_factory.mktemp("autoheri_run") / "run")
+    metrics = train("autoheri", small_processed, run_dir, 2, model_config, train_config,
+                    progress=False)
+    return run_dir, metrics, model_config, train_config

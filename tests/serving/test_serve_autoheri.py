@@ -10,18 +10,11 @@ import pytest
 
 
 @pytest.fixture(scope="module")
-def autoheri_repository(tmp_path_factory, small_processed):
-    from models.config import ModelConfig, TrainConfig
-    from models.train import train
+def autoheri_repository(tmp_path_factory, autoheri_run, small_processed):
+    """The shared AutoHERI run (tests/conftest.py: top 3 edges kept) exported to Triton."""
     from serving.export import export
-    root = tmp_path_factory.mktemp("autoheri_serving")
-    run_dir = str(root / "run")
-    train("autoheri", small_processed, run_dir, seed=4,
-          model_config=ModelConfig(embedding_dim=4, tower_units=(16, 8), autoheri_derive="topk",
-                                   autoheri_top_k=3),
-          train_config=TrainConfig(batch_size=1024, max_steps=8, checkpoint_every=1000),
-          progress=False)
-    repo = str(root / "repo")
+    run_dir = autoheri_run[0]
+    repo = str(tmp_path_factory.mktemp("autoheri_serving") / "repo")
     export(run_dir, os.path.join(small_processed, "workflow"), repo, max_batch_size=256)
     return run_dir, repo
 

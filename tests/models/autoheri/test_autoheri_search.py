@@ -12,29 +12,20 @@ from models.autoheri.architecture import Architecture, derive_edges
 from models.config import ModelConfig, TrainConfig
 from models.train import main, train
 
-MODEL = ModelConfig(embedding_dim=4, tower_units=(16, 8), autoheri_edge_lr=0.05)
-LOOP = TrainConfig(batch_size=1024, epochs=1, max_steps=16, checkpoint_every=4)
-SEED = 2
+SEED = 2  # the seed of the ``autoheri_run`` fixture (tests/conftest.py)
 
 
-def _autoheri(data, run_dir, model_config=MODEL, train_config=LOOP, resume=False):
+def _autoheri(data, run_dir, model_config, train_config, resume=False):
     return train("autoheri", data, run_dir, SEED, model_config, train_config, resume=resume,
                  progress=False)
 
 
-@pytest.fixture(scope="module")
-def searched(tmp_path_factory, small_processed):
-    """``(run_dir, metrics)`` of one uninterrupted AutoHERI run (search, derive, retrain)."""
-    run_dir = str(tmp_path_factory.mktemp("autoheri") / "run")
-    return run_dir, _autoheri(small_processed, run_dir)
-
-
-def test_one_command_searches_derives_and_retrains(searched):
-    run_dir, metrics = searched
+def test_one_command_searches_derives_and_retrains(autoheri_run):
+    run_dir, metrics, _, _ = autoheri_run
     arch = Architecture.load(os.path.join(run_dir, "autoheri_architecture.json"))
     assert arch.model == "autoheri" and arch.tasks == ("click", "cart", "purchase")
     assert len(arch.candidates) == len(arch.probabilities) == 12
-    assert arch.kept == derive_edges(arch.candidates, arch.probabilities, "threshold", 0.5)
+    assert arch.kept == derive_edges(arch.candidates, arch.probabilities, "topk", top_k=3)
     assert np.abs(np.array(arch.probabilities) - 0.5).min() > 0  # every edge moved
     assert arch.search["steps"] == 8 and arch.settings["autoheri_search"] == "joint"
     assert os.path.getsize(os.path.join(run_dir, "autoheri_architecture.png")) > 10_000
@@ -44,9 +35,9 @@ def test_one_command_searches_derives_and_retrains(searched):
     assert json.load(open(os.path.join(run_dir, "config.json")))["model"] == "autoheri"
 
 
-def test_the_exported_model_holds_exactly_the_kept_edges(searched):
+def test_the_exported_model_holds_exactly_the_kept_edges(autoheri_run):
     import tensorflow as tf
-    run_dir, _ = searched
+    run_dir = autoheri_run[0]
     arch = Architecture.load(os.path.join(run_dir, "autoheri_architecture.json"))
     loaded = tf.saved_model.load(os.path.join(run_dir, "saved_model"))
     names = {part for v in loaded.model_variables for part in v.name.split("/")
@@ -56,14 +47,14 @@ def test_the_exported_model_holds_exactly_the_kept_edges(searched):
 
 
 def test_resume_after_the_search_reuses_it_and_ends_as_the_uninterrupted_run(
-        searched, small_processed, tmp_path, monkeypatch):
+        autoheri_run, small_processed, tmp_path, monkeypatch):
     """The search stops (an exception after 6 of its 8 steps, past the step-4 checkpoint), the
     run is resumed (search from its checkpoint, derive, retrain), then the retrain stops and
     is resumed again: the architecture and the test predictions equal the uninterrupted run's,
     and the finished search is not run twice."""
     import models.autoheri.search as S
     import models.train as T
-    reference, _ = searched
+    reference, _, model_config, train_config = autoheri_run
     run_dir = str(tmp_path / "run")
 
     def interrupting(cls, stop_at):
@@ -82,12 +73,12 @@ def test_resume_after_the_search_reuses_it_and_ends_as_the_uninterrupted_run(
 
     monkeypatch.setattr(S, "SearchTrainer", interrupting(S.SearchTrainer, 6))
     with pytest.raises(KeyboardInterrupt):
-        _autoheri(small_processed, run_dir)
+        _autoheri(small_processed, run_dir, model_config, train_config)
     assert not os.path.exists(os.path.join(run_dir, "autoheri_architecture.json"))
     monkeypatch.undo()
     monkeypatch.setattr(T, "Trainer", interrupting(T.Trainer, 9))
     with pytest.raises(KeyboardInterrupt):  # search resumed and finished; retrain interrupted
-        _autoheri(small_processed, run_dir, resume=True)
+        _autoheri(small_processed, run_dir, model_config, train_config, resume=True)
     arch_path = os.path.join(run_dir, "autoheri_architecture.json")
     written = os.stat(arch_path).st_mtime_ns
     monkeypatch.undo()
@@ -95,7 +86,7 @@ def test_resume_after_the_search_reuses_it_and_ends_as_the_uninterrupted_run(
     def no_search(*args, **kwargs):
         raise AssertionError("the finished search ran again")
     monkeypatch.setattr(S.SearchTrainer, "fit", no_search)
-    _autoheri(small_processed, run_dir, resume=True)
+    _autoheri(small_processed, run_dir, model_config, train_config, resume=True)
     assert os.stat(arch_path).st_mtime_ns == written
     got, want = (Architecture.load(os.path.join(d, "autoheri_architecture.json"))
                  for d in (run_dir, reference))
@@ -128,7 +119,8 @@ def test_the_bilevel_search_steps_edges_on_the_first_half_of_the_validation_day(
 
 def test_a_bilevel_run_records_its_edge_steps(small_processed, tmp_path):
     cfg = ModelConfig(embedding_dim=4, tower_units=(8,), autoheri_search="bilevel",
-                      autoheri_bilevel_every=2, autoheri_derive="topk", autoheri_top_k=2)
+                      autoheri_search_fraction=0.5, autoheri_bilevel_every=2,
+                      autoheri_derive="topk", autoheri_top_k=2)
     loop = TrainConfig(batch_size=1024, max_steps=8, checkpoint_every=100)
     _autoheri(small_processed, str(tmp_path / "run"), cfg, loop)
     arch = Architecture.load(str(tmp_path / "run" / "autoheri_architecture.json"))
@@ -136,14 +128,31 @@ def test_a_bilevel_run_records_its_edge_steps(small_processed, tmp_path):
     assert len(arch.kept) == 2
 
 
+def test_an_ablation_run_records_its_fixed_edges(small_processed, tmp_path):
+    cfg = ModelConfig(embedding_dim=4, tower_units=(16, 8), autoheri_random_edges=5)
+    loop = TrainConfig(batch_size=1024, max_steps=3, checkpoint_every=100)
+    train("autoheri_random", small_processed, str(tmp_path / "run"), SEED, cfg, loop,
+          progress=False)
+    arch = Architecture.load(str(tmp_path / "run" / "autoheri_architecture.json"))
+    assert arch.model == "autoheri_random" and len(arch.kept) == 5
+    assert arch.probabilities is None
+    assert os.path.getsize(str(tmp_path / "run" / "autoheri_architecture.png")) > 10_000
+
+
 @pytest.mark.parametrize("name,count", [("autoheri_none", 0), ("autoheri_all", 12),
                                         ("autoheri_random", 5)])
 def test_each_ablation_records_its_fixed_edges(small_processed, tmp_path, name, count):
+    """The record that ``models.train`` writes for an ablation (its training: the test above)."""
+    from models.autoheri.model import build_autoheri
+    from models.autoheri.search import write_fixed_architecture
+    from models.data import features_and_targets
     cfg = ModelConfig(embedding_dim=4, tower_units=(16, 8), autoheri_random_edges=5)
-    loop = TrainConfig(batch_size=1024, max_steps=3, checkpoint_every=100)
-    train(name, small_processed, str(tmp_path / "run"), SEED, cfg, loop, progress=False)
-    arch = Architecture.load(str(tmp_path / "run" / "autoheri_architecture.json"))
-    assert arch.model == name and len(arch.kept) == count and arch.probabilities is None
+    features, targets, _ = features_and_targets(small_processed)
+    model = build_autoheri(name, features, cfg, targets, seed=SEED)
+    write_fixed_architecture(name, model, cfg, str(tmp_path))
+    arch = Architecture.load(str(tmp_path / "autoheri_architecture.json"))
+    assert arch.model == name and arch.kept == model.edges and len(arch.kept) == count
+    assert arch.probabilities is None
 
 
 def test_the_two_stage_chain_trains_on_converted_real_aliccp_rows(tmp_path, capsys):
@@ -175,6 +184,7 @@ def test_the_recorded_4m_choice_is_the_esmm_selection_with_the_joint_search():
         os.path.abspath(__file__))))), "models", "configs")
     (am, at), (em, et) = (load_configs(os.path.join(configs, f))
                           for f in ("autoheri_4m.yaml", "selected_4m.yaml"))
-    assert at == et and am.autoheri_search == "joint" and am.autoheri_random_edges == 1
+    assert at == et and am.autoheri_search == "joint" and am.autoheri_random_edges == 2
+    assert am.autoheri_search_fraction == 0.25
     differ = {k for k, v in asdict(am).items() if asdict(em)[k] != v}
     assert differ == {"autoheri_random_edges"}
