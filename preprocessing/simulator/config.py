@@ -48,6 +48,14 @@ class MediaApp:
             miscalibrated per app in shape, not only in level (the setting in which AdaCalib's
             per-value functions can beat a per-value offset). 0 (the default) leaves the
             simulator exactly as without it.
+        need_click: effect, in [0, 5], of the impression's hidden purchase **need** (a
+            per-impression factor that also raises conversion by ``Effects.need_cart`` and
+            ``Effects.need_buy``, see ``simulator/funnel.py``) on this app's click logit: how
+            selective this app's clicks are. Apps that differ in it make
+            ``E[conversion | x, click] - E[conversion | x]`` differ by app, so that a CVR model
+            fitted on clicks mis-ranks the entire space (sample-selection bias that costs
+            ranking; ``preprocessing/configs/strong_bias.yaml``). 0 (the default) leaves the
+            simulator exactly as without it.
         clickbait_mix: probability that a creative shown on this app is of a clickbait type.
         targeting: probability that the ad's category is one of the user's preferred ones.
         max_slot: number of ad slots per feed page on this app (slot ids 0..max_slot-1).
@@ -59,6 +67,7 @@ class MediaApp:
     cvr_offset: float = 0.0
     cvr_trend: float = 0.0
     cvr_sharpness_trend: float = 0.0
+    need_click: float = 0.0
     clickbait_mix: float = 0.2
     targeting: float = 0.3
     max_slot: int = 10
@@ -70,6 +79,8 @@ class MediaApp:
         check_param(math.isfinite(self.cvr_sharpness_trend)
                     and abs(self.cvr_sharpness_trend) <= 0.5, "cvr_sharpness_trend",
                     "finite and in [-0.5, 0.5]", self.cvr_sharpness_trend)
+        check_param(math.isfinite(self.need_click) and 0 <= self.need_click <= 5, "need_click",
+                    "finite and in [0, 5]", self.need_click)
         check_param(0 <= self.clickbait_mix <= 1, "clickbait_mix", "in [0, 1]", self.clickbait_mix)
         check_param(0 <= self.targeting <= 1, "targeting", "in [0, 1]", self.targeting)
         check_param(1 <= self.max_slot <= 50, "max_slot", "in [1, 50]", self.max_slot)
@@ -123,6 +134,9 @@ class Effects:
     The ``*_click`` coefficients act on the click logit, ``*_cart`` on p(cart|click) and
     ``*_buy`` on p(purchase|cart). Intent raises all stages; clickiness, clickbait, creative
     appeal and position raise clicks only (clickbait lowers conversion): the selection bias.
+    ``need_cart`` and ``need_buy`` are the effects of the impression's hidden purchase need
+    (drawn per impression, seen by no feature) on p(cart|click) and p(purchase|cart); its effect
+    on clicks is per media app (``MediaApp.need_click``). Both 0 by default.
     ``appeal_quality_corr`` is the correlation of an item's creative appeal (a click factor)
     with its quality (a conversion factor): good products tend to have good creatives, so what
     the abundant clicks teach about an item carries over to its sparse conversions.
@@ -147,8 +161,13 @@ class Effects:
     evening_conv: float = 0.10
     category_conv_sd: float = 0.5
     appeal_quality_corr: float = 0.7
+    need_cart: float = 0.0
+    need_buy: float = 0.0
 
     def __post_init__(self):
+        for name in ("need_cart", "need_buy"):
+            v = getattr(self, name)
+            check_param(math.isfinite(v) and 0 <= v <= 5, name, "finite and in [0, 5]", v)
         check_param(self.category_conv_sd >= 0, "category_conv_sd", ">= 0", self.category_conv_sd)
         check_param(-1.0 < self.appeal_quality_corr < 1.0, "appeal_quality_corr", "in (-1, 1)",
                     self.appeal_quality_corr)

@@ -24,6 +24,23 @@ app's conversion curve gets steeper or flatter over the days at about the same l
 change of shape, not of level). With every
 sharpness trend 0 both logits are computed exactly as written above, bit for bit.
 
+**Selection on a hidden need** (0 by default). When some ``app.need_click`` or
+``e.need_cart`` / ``e.need_buy`` is non-zero, every impression draws a purchase need
+``n ~ N(0, 1)`` that no feature sees (the user's need of the moment for what the ad shows), and
+the three logits above get ``+ k * n - k^2 / 2`` with ``k = app.need_click``, ``e.need_cart``
+and ``e.need_buy`` (added after the sharpness scaling). The ``- k^2 / 2`` keeps each rate at
+its level for rare events, since ``E[exp(k n)] = exp(k^2 / 2)``: the need changes who clicks and
+converts more than how many. At larger ``k`` the probability saturates for high needs and the
+rate falls (``strong_bias.yaml``: a selective app's CTR drops to 0.4-0.7x its default), while the
+solved intercepts hold the overall rates. Among the impressions of an app,
+``n`` given a click is shifted up by about ``app.need_click`` (the click probability tilts the
+normal), so the clicked population of a selective app converts far above its impressions while
+an app whose clicks ignore the need converts on clicks as on impressions:
+``E[conversion | x, click] - E[conversion | x]`` differs by app. A model fitted on clicks then
+ranks the selective apps' impressions too high in the entire space (the selection bias costs
+ranking, not only level; ``preprocessing/configs/strong_bias.yaml``, README "Selection-bias
+stress data"). With every need effect 0 nothing is drawn and the output is bit for bit the same.
+
 where ``aff = 1[category in user's preferred] + 0.25 * <taste_u, taste_i> / 2`` and
 ``price_pen = relative_price * (1 + 0.5 * s)``. Intent raises every stage; clickiness, creative
 appeal, clickbait and slot move clicks only (clickbait lowers conversion): the clicked
@@ -117,6 +134,13 @@ def app_cvr_sharpness(config: GeneratorConfig, app: np.ndarray, day) -> np.ndarr
 def has_sharpness_trend(config: GeneratorConfig) -> bool:
     """Whether any app's conversion sharpness moves over the days."""
     return any(a.cvr_sharpness_trend != 0.0 for a in config.apps)
+
+
+def has_need_selection(config: GeneratorConfig) -> bool:
+    """Whether the hidden per-impression need enters any logit (see the module docstring)."""
+    eff = config.effects
+    return (eff.need_cart != 0.0 or eff.need_buy != 0.0
+            or any(a.need_click != 0.0 for a in config.apps))
 
 
 def probabilities(logits: FunnelLogits, b: Intercepts) -> FunnelProbabilities:

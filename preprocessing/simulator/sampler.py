@@ -12,7 +12,8 @@ Traffic per impression:
   otherwise drawn from the app's own category mix; then a Zipf-popular item in that category;
 - creative type 0-7, where types 5-7 are clickbait, chosen with ``app.clickbait_mix``;
 - day: the block's day (``block_day``); it enters the funnel only through the app's conversion
-  offset on that day, ``cvr_offset + cvr_trend * (day - (days - 1) / 2)`` (``funnel.py``).
+  offset on that day, ``cvr_offset + cvr_trend * (day - (days - 1) / 2)`` (``funnel.py``);
+- a hidden purchase need ``n ~ N(0, 1)``, only when a need effect is non-zero (``funnel.py``).
 
 Labels: three uniforms per impression give the counterfactual chain
 ``cart_cf = u1 < p_cart|click`` and ``purchase_cf = cart_cf and u2 < p_buy|cart``: what would
@@ -32,8 +33,9 @@ from preprocessing import columns as C
 from preprocessing.simulator.config import GeneratorConfig
 from preprocessing.simulator.entities import ItemCatalog, UserPopulation
 from preprocessing.simulator.funnel import (FunnelLogits, Intercepts, app_cvr_offset,
-                                            app_cvr_sharpness, has_sharpness_trend,
-                                            probabilities, solve_intercepts)
+                                            app_cvr_sharpness, has_need_selection,
+                                            has_sharpness_trend, probabilities,
+                                            solve_intercepts)
 from preprocessing.simulator.hashing import AffinePermutation, zipf_rank
 
 N_CREATIVE_TYPES = 8
@@ -190,6 +192,17 @@ class ImpressionSampler:
 
             cart = around_app_mean(cart_core) + 0.5 * cvr_off
             buy = around_app_mean(buy_core) + cvr_off
+        if has_need_selection(cfg):
+            # Drawn last and only when used: without it the RNG stream, and so the output, is
+            # exactly that of the simulator without the option.
+            need = rng.standard_normal(n)
+            # k * n - k^2 / 2: E[exp(k n)] = exp(k^2 / 2), so each rate keeps its level for
+            # rare events (at larger k, saturation lowers it; funnel.py): the need changes who
+            # clicks and converts more than how many.
+            k = np.array([a.need_click for a in cfg.apps])[app]
+            click = click + k * need - 0.5 * k * k
+            cart = cart + eff.need_cart * need - 0.5 * eff.need_cart ** 2
+            buy = buy + eff.need_buy * need - 0.5 * eff.need_buy ** 2
 
         feats = {C.USER_ID: user_id, **user.features, C.ITEM_ID: item_id, **item.features,
                  C.APP_ID: app.astype(np.int64), "slot_id": slot,

@@ -629,11 +629,12 @@ def _table_digest(sampler: ImpressionSampler) -> str:
 
 
 #: The digest of the default simulator's output (seed 11, 30k rows, 20k pilot rows) before the
-#: sharpness option existed (2026-11-30): every new effect is 0 by default.
+#: sharpness option existed (2026-11-30): every new effect (the sharpness trend, the hidden
+#: need) is 0 by default.
 DEFAULT_DIGEST = "dee271f380935aaadd55db6ac928b4b84fe667e86f36aecc11ec35c7ade35188"
 
 
-def test_default_output_is_byte_identical_to_the_output_before_the_sharpness_option():
+def test_default_output_is_byte_identical_to_the_output_before_the_optional_effects():
     assert _table_digest(ImpressionSampler(GeneratorConfig(pilot_rows=20_000), 11,
                                            30_000)) == DEFAULT_DIGEST
 
@@ -687,3 +688,61 @@ def test_the_shape_setting_config_loads_with_sharpness_trends_on_some_apps():
     # everything else is the default world
     assert [a.cvr_trend for a in cfg.apps] == [a.cvr_trend for a in defaults.apps]
     assert cfg.rates == defaults.rates and cfg.effects == defaults.effects
+
+
+# ------------------------------------------------------------------------ selection on a need
+
+STRONG_BIAS = REPO_ROOT / "preprocessing" / "configs" / "strong_bias.yaml"
+
+
+def _without_need(cfg: GeneratorConfig) -> GeneratorConfig:
+    apps = tuple(dataclasses.replace(a, need_click=0.0) for a in cfg.apps)
+    return dataclasses.replace(cfg, apps=apps, effects=dataclasses.replace(
+        cfg.effects, need_cart=0.0, need_buy=0.0))
+
+
+def test_the_strong_bias_config_with_its_need_effects_at_zero_is_the_default_bit_for_bit():
+    from preprocessing.simulator.config import load_config
+    cfg = _without_need(dataclasses.replace(load_config(str(STRONG_BIAS)), pilot_rows=20_000))
+    assert _table_digest(ImpressionSampler(cfg, 11, 30_000)) == DEFAULT_DIGEST
+
+
+def test_the_strong_bias_config_is_the_default_world_plus_need_effects_on_some_apps():
+    from preprocessing.simulator.config import load_config
+    cfg = load_config(str(STRONG_BIAS))
+    assert _without_need(cfg) == GeneratorConfig()
+    need = [a.need_click for a in cfg.apps]
+    assert min(need) == 0.0 and max(need) >= 2.0
+    assert cfg.effects.need_cart > 0 and cfg.effects.need_buy > 0
+
+
+def test_a_selective_apps_clicks_convert_above_its_impressions_and_the_others_do_not():
+    """With the need's click effect on app 0 only, the true purchase | click probability of
+    app 0's clicked impressions rises far above that of all its impressions (E[conv | x, click]
+    - E[conv | x] differs by app); on the other apps the ratio stays as without the need, and
+    app 0's click rate keeps its order of magnitude."""
+    base = GeneratorConfig(days=2, rows_per_block=16_384, pilot_rows=20_000,
+                           rates=TREND_RATES)
+    apps = tuple(dataclasses.replace(a, need_click=2.5 if i == 0 else 0.0)
+                 for i, a in enumerate(base.apps))
+    cfg = dataclasses.replace(base, apps=apps, effects=dataclasses.replace(
+        base.effects, need_cart=1.0, need_buy=1.0))
+    rows = 60_000
+    frames = {}
+    for name, c in (("need", cfg), ("none", base)):
+        sampler = ImpressionSampler(c, 5, rows)
+        frames[name] = pd.concat([sampler.block(b).select(
+            [C.APP_ID, C.CLICK, C.P_CLICK, C.P_PURCHASE_GIVEN_CLICK]).to_pandas()
+            for b in range(sampler.n_blocks)], ignore_index=True)
+    lift = {k: (f[f[C.CLICK] == 1].groupby(C.APP_ID)[C.P_PURCHASE_GIVEN_CLICK].mean()
+                / f.groupby(C.APP_ID)[C.P_PURCHASE_GIVEN_CLICK].mean())
+            for k, f in frames.items()}
+    # clicks select on intent everywhere (lift ~1.4 without the need); the need adds a
+    # selection of its own on app 0 only
+    assert lift["need"][0] > 2.0 * lift["none"][0]
+    others = lift["need"].drop(0) / lift["none"].drop(0)
+    assert ((others > 0.8) & (others < 1.25)).all(), others
+    # - k^2 / 2 holds app 0's click rate at its order of magnitude (without it, exp(k^2 / 2)
+    # = 23x more clicks before saturation); saturation at high needs lowers it (~0.45x here)
+    ctr = {k: f.groupby(C.APP_ID)[C.P_CLICK].mean() for k, f in frames.items()}
+    assert 0.35 < ctr["need"][0] / ctr["none"][0] < 1.2

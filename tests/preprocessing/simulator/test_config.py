@@ -259,3 +259,16 @@ def test_cvr_sharpness_trend_beyond_half_a_unit_per_day_or_not_finite_raises_nam
 def test_cvr_sharpness_trend_defaults_to_zero_on_every_default_app():
     assert MediaApp("x", 1.0).cvr_sharpness_trend == 0.0
     assert all(a.cvr_sharpness_trend == 0.0 for a in GeneratorConfig().apps)
+
+
+@pytest.mark.parametrize("field, value", [("need_click", -0.1), ("need_click", 5.5),
+                                          ("need_click", float("nan"))])
+def test_an_out_of_range_need_effect_is_refused_with_its_name(field, value):
+    with pytest.raises(ValueError, match=field):
+        MediaApp("x", 0.2, **{field: value})
+
+
+def test_an_out_of_range_conversion_need_effect_is_refused_with_its_name():
+    for field in ("need_cart", "need_buy"):
+        with pytest.raises(ValueError, match=field):
+            Effects(**{field: -1.0})
