@@ -98,10 +98,10 @@ class CVRModel(tf.keras.Model):
         return {"loss": loss}
 
     def test_step(self, data):
-        """The loss of one batch without updating weights."""
+        """The loss and ``pctr`` of one batch without updating weights."""
         x, y = data
         outputs = self(x, training=False)
-        return {"loss": self.compute_loss(outputs, y)}
+        return {"loss": self.compute_loss(outputs, y), "pctr": outputs["pctr"]}
 
 
 def _label(labels, name):
@@ -244,12 +244,17 @@ MODELS = {"naive": NaiveCVR, "naive_shared": NaiveSharedCVR, "esmm": ESMM,
 
 def build_model(name: str, features: Sequence[Feature], config: ModelConfig,
                 targets: Sequence[str], seed: int = 0) -> CVRModel:
-    """Instantiate the model ``name``: one of ``MODELS`` or of the AutoHERI family
+    """Instantiate the model ``name``: one of ``MODELS``, the UKD teacher and students
+    (``ukd_teacher``, ``ukd``, ``ukd_base``: ``models.ukd``) or one of the AutoHERI family
     (``models.autoheri.model.AUTOHERI_MODELS``; ``seed`` draws ``autoheri_random``'s edges)."""
     from models.autoheri.model import AUTOHERI_MODELS, build_autoheri
+    from models.ukd.student import UKDBaseStudent, UKDStudent
+    from models.ukd.teacher import UKDTeacher
     if name in AUTOHERI_MODELS:
         return build_autoheri(name, features, config, targets, seed)
-    if name not in MODELS:
+    models = {**MODELS, "ukd_teacher": UKDTeacher, "ukd": UKDStudent,
+              "ukd_base": UKDBaseStudent}
+    if name not in models:
         raise ValueError(f"The 'model' parameter must be one of "
-                         f"{sorted(MODELS) + sorted(AUTOHERI_MODELS)}. Got {name!r} instead.")
-    return MODELS[name](features, config, targets)
+                         f"{sorted(models) + sorted(AUTOHERI_MODELS)}. Got {name!r} instead.")
+    return models[name](features, config, targets)

@@ -17,7 +17,7 @@ import os
 import sys
 from typing import List, Optional
 
-from models.config import MODEL_NAMES, load_configs
+from models.config import MODEL_NAMES, PSEUDO_LABEL_MODELS, load_configs
 from models.metrics import format_mean_std
 from preprocessing.report import print_table
 
@@ -54,7 +54,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", required=True)
     parser.add_argument("--out", required=True)
-    parser.add_argument("--models", nargs="+", default=list(MODEL_NAMES), choices=MODEL_NAMES)
+    parser.add_argument("--models", nargs="+", choices=MODEL_NAMES,
+                        default=[m for m in MODEL_NAMES if m not in PSEUDO_LABEL_MODELS],
+                        help="default: every model that needs no pseudo-labels")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--config", default=None)
     parser.add_argument("--split", default="test", choices=("valid", "test"),

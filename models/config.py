@@ -21,9 +21,12 @@ import yaml
 from preprocessing.params import check_param
 
 MODEL_NAMES = ("naive", "naive_shared", "esmm", "escm2_ips", "mmoe", "autoheri", "autoheri_none",
-               "autoheri_all", "autoheri_random")
+               "autoheri_all", "autoheri_random", "ukd_teacher", "ukd", "ukd_base")
+#: Models that train on the UKD teacher's pseudo-labels (data from ``models.pseudolabel``).
+PSEUDO_LABEL_MODELS = ("ukd", "ukd_base")
 AUTOHERI_SEARCH_NAMES = ("joint", "bilevel")
 AUTOHERI_DERIVE_NAMES = ("threshold", "topk")
+UKD_SCHEDULE_NAMES = ("dann", "constant")
 OPTIMIZER_NAMES = ("adam", "lazy_adam")
 LR_SCHEDULE_NAMES = ("constant", "cosine", "cosine_dense")
 
@@ -69,6 +72,17 @@ class ModelConfig:
         autoheri_threshold, autoheri_top_k: see ``autoheri_derive``.
         autoheri_random_edges: edge count of ``autoheri_random`` (0: ``autoheri_top_k`` when
             deriving by top-k; set it to the searched set's size otherwise).
+        ukd_representation_units: hidden units of the UKD teacher's representation ``T_f``.
+        ukd_head_units: hidden units of the teacher's CVR head and click discriminator.
+        ukd_adversarial_weight: the largest weight of the reversed discriminator gradient.
+        ukd_adversarial_schedule: ``dann`` (the weight rises as ``2 / (1 + exp(-10 t)) - 1``
+            over the run's fraction ``t`` of planned steps) or ``constant``.
+        ukd_alpha: weight of the UKD student's distillation on unclicked rows.
+        ukd_gamma: weight of the student's CTR loss.
+        ukd_lambda: the uncertainty's sharpness in the distillation weight
+            ``exp(-ukd_lambda * KL(p || p'))`` (a third-party reimplementation used 100).
+        ukd_kl_weight: weight of the KL regulariser on unclicked rows (our choice: 1).
+        ukd_head_dropout: dropout rate in front of each of the student's two CVR heads.
     """
 
     embedding_dim: int = 16
@@ -94,10 +108,20 @@ class ModelConfig:
     autoheri_threshold: float = 0.5
     autoheri_top_k: int = 0
     autoheri_random_edges: int = 0
+    ukd_representation_units: Tuple[int, ...] = (128, 64)
+    ukd_head_units: Tuple[int, ...] = (32,)
+    ukd_adversarial_weight: float = 1.0
+    ukd_adversarial_schedule: str = "dann"
+    ukd_alpha: float = 0.5
+    ukd_gamma: float = 0.2
+    ukd_lambda: float = 100.0
+    ukd_kl_weight: float = 1.0
+    ukd_head_dropout: float = 0.1
 
     def __post_init__(self):
-        object.__setattr__(self, "tower_units", tuple(self.tower_units))
-        object.__setattr__(self, "mmoe_expert_units", tuple(self.mmoe_expert_units))
+        for name in ("tower_units", "mmoe_expert_units", "ukd_representation_units",
+                     "ukd_head_units"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
         check_param(1 <= self.embedding_dim <= 1024, "embedding_dim", "in [1, 1024]",
                self.embedding_dim)
         check_param(self.max_embedding_rows >= 0, "max_embedding_rows", ">= 0",
@@ -133,6 +157,19 @@ class ModelConfig:
                     ">= 1 when autoheri_derive is topk", self.autoheri_top_k)
         check_param(self.autoheri_random_edges >= 0, "autoheri_random_edges", ">= 0",
                     self.autoheri_random_edges)
+        for name in ("ukd_representation_units", "ukd_head_units"):
+            units = getattr(self, name)
+            check_param(len(units) >= 1 and all(u >= 1 for u in units), name,
+                        "a non-empty list of positive ints", units)
+        check_param(self.ukd_adversarial_weight >= 0, "ukd_adversarial_weight", ">= 0",
+                    self.ukd_adversarial_weight)
+        check_param(self.ukd_adversarial_schedule in UKD_SCHEDULE_NAMES,
+                    "ukd_adversarial_schedule", f"one of {', '.join(UKD_SCHEDULE_NAMES)}",
+                    self.ukd_adversarial_schedule)
+        for name in ("ukd_alpha", "ukd_gamma", "ukd_lambda", "ukd_kl_weight"):
+            check_param(getattr(self, name) >= 0, name, ">= 0", getattr(self, name))
+        check_param(0.0 <= self.ukd_head_dropout < 1.0, "ukd_head_dropout", "in [0, 1)",
+                    self.ukd_head_dropout)
 
 
 @dataclass(frozen=True)

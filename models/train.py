@@ -88,8 +88,10 @@ class Trainer:
         self.model_name, self.data_dir, self.run_dir = model_name, data_dir, run_dir
         self.seed, self.mcfg, self.tcfg, self.progress = seed, model_config, train_config, progress
         _seed_everything(seed)
+        from models.ukd.student import training_label_columns
         self.features, self.targets, schema = features_and_targets(data_dir)
-        columns = model_columns(schema, self.targets)
+        columns = (model_columns(schema, self.targets)
+                   + training_label_columns(model_name, schema, data_dir))
         self.train_ds = split_dataset(data_dir, "train", columns)
         self.valid_ds = split_dataset(data_dir, "valid", columns)
         self.steps_per_epoch = -(-self.train_ds.num_rows // train_config.batch_size)
@@ -103,6 +105,8 @@ class Trainer:
                                          seed)
             else:
                 self.model = model_factory(self.features, model_config, self.targets)
+            if hasattr(self.model, "set_planned_steps"):  # a schedule over the run (UKD)
+                self.model.set_planned_steps(planned)
             lr = learning_rate_schedule(train_config.lr_schedule, train_config.learning_rate,
                                         planned)
             self.model.optimizer = make_optimizer(
@@ -195,9 +199,10 @@ class Trainer:
             if stop and int(self.step_in_epoch) < steps_per_epoch:
                 manager.save(checkpoint_number=int(self.step))
                 break
-            val_loss = self.evaluate_loss()
+            val_loss, val_click_auc = self.evaluate_loss(with_click_auc=True)
             record = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else None,
-                      "val_loss": val_loss, "step": int(self.step)}
+                      "val_loss": val_loss, "step": int(self.step),
+                      f"valid_{getattr(self.model, 'click_auc_name', 'ctr_auc')}": val_click_auc}
             self.history.append(record)
             with writer.as_default():
                 tf.summary.scalar("valid/loss", val_loss, step=int(self.step))
@@ -220,15 +225,27 @@ class Trainer:
                 "train_seconds": elapsed, "samples_per_second": seen / elapsed if elapsed else 0.0,
                 "best_val_loss": float(self.best_val)}
 
-    def evaluate_loss(self) -> float:
-        """Mean loss over the validation split."""
+    def evaluate_loss(self, with_click_auc: bool = False):
+        """Mean loss over the validation split; with ``with_click_auc`` also the AUC of the
+        model's ``pctr`` against the click label (``(loss, auc)``; for the UKD teacher the
+        discriminator's AUC)."""
         from models.data import batches
-        total, rows = 0.0, 0
+        from models.metrics import auc
+        total, rows, clicks, scores = 0.0, 0, [], []
         for x, y in batches(self.valid_ds, self.tcfg.eval_batch_size, shuffle=False):
             n = int(y["click"].shape[0])
-            total += float(self._test_step((x, y))["loss"]) * n
+            out = self._test_step((x, y))
+            total += float(out["loss"]) * n
             rows += n
-        return total / max(rows, 1)
+            if with_click_auc:
+                clicks.append(np.asarray(y["click"]).reshape(-1))
+                scores.append(np.asarray(out["pctr"]).reshape(-1))
+        loss = total / max(rows, 1)
+        if not with_click_auc:
+            return loss
+        click_auc = (auc(np.concatenate(clicks), np.concatenate(scores)) if rows
+                     else float("nan"))
+        return loss, click_auc
 
 
 def run_identity(model_name: str, data_dir: str, seed: int, model_config, train_config) -> Dict:
@@ -326,6 +343,10 @@ def quiet_tensorflow() -> None:
     absl.logging.set_verbosity(absl.logging.ERROR)
 
 
+#: The UKD teacher's epoch-history key (``Trainer.fit``: ``valid_`` + ``click_auc_name``).
+DISCRIMINATOR_KEY = "valid_discriminator_auc"
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """CLI entry point: ``python -m models.train``."""
     quiet_tensorflow()
@@ -356,6 +377,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                 "oracle_entire_space_cvr_auc", "field_rce_app"):
         if key in test:
             rows.append((f"test {key}", f"{test[key]:.4f}"))
+    trend = [h[DISCRIMINATOR_KEY] for h in result.get("history", []) if DISCRIMINATOR_KEY in h]
+    if trend:  # the UKD teacher: its click discriminator should fall towards 0.5
+        rows.append(("valid discriminator AUC by epoch", " -> ".join(f"{a:.3f}" for a in trend)))
     print_table("models.train", rows)
     return 0
 

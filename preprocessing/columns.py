@@ -53,6 +53,10 @@ GROUND_TRUTH = (P_CLICK, P_CART_GIVEN_CLICK, P_PURCHASE_GIVEN_CLICK, CART_COUNTE
 MEDIA_PRIVATE_TAG = "media_private"
 #: Merlin schema tag on simulator ground truth; models must never consume these columns.
 GROUND_TRUTH_TAG = "ground_truth"
+#: The UKD teacher's soft pCVR, added by ``models.pseudolabel``: a training signal of the
+#: student, never a model input (tagged ``PSEUDO_LABEL_TAG``).
+TEACHER_PCVR = "teacher_pcvr"
+PSEUDO_LABEL_TAG = "pseudo_label"
 
 
 def day_filename(day: int) -> str:

@@ -139,12 +139,12 @@ def build_workflow(spec: C.DatasetSpec, config: WorkflowConfig, categories_path:
 
 def feature_columns(schema) -> List[str]:
     """Model-input columns of a processed Merlin schema: tagged CATEGORICAL or CONTINUOUS and
-    never tagged ground truth, target or split."""
+    never tagged ground truth, target, split or pseudo-label."""
     from merlin.schema import Tags
     out = []
     for col in schema:
         tags = {str(getattr(t, "value", t)) for t in col.tags}
-        if tags & {C.GROUND_TRUTH_TAG, Tags.TARGET.value, SPLIT_TAG}:
+        if tags & {C.GROUND_TRUTH_TAG, Tags.TARGET.value, SPLIT_TAG, C.PSEUDO_LABEL_TAG}:
             continue
         if tags & {Tags.CATEGORICAL.value, Tags.CONTINUOUS.value}:
             out.append(col.name)

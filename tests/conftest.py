@@ -78,3 +78,26 @@ def autoheri_run(tmp_path_factory, small_processed):
     metrics = train("autoheri", small_processed, run_dir, 2, model_config, train_config,
                     progress=False)
     return run_dir, metrics, model_config, train_config
+
+
+@pytest.fixture(scope="session")
+def ukd_teacher_run(tmp_path_factory, small_processed) -> str:
+    """A UKD teacher run (a few steps, small layers) on ``small_processed``. Read-only."""
+    from models.config import ModelConfig, TrainConfig
+    from models.train import train
+    run_dir = str(tmp_path_factory.mktemp("ukd_teacher") / "run")
+    train("ukd_teacher", small_processed, run_dir, 0,
+          ModelConfig(embedding_dim=4, ukd_representation_units=(16,), ukd_head_units=(8,)),
+          TrainConfig(batch_size=2048, max_steps=6, checkpoint_every=1000), progress=False)
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def pseudolabelled(tmp_path_factory, ukd_teacher_run, small_processed) -> str:
+    """``small_processed`` with the teacher's pCVR (``models.pseudolabel``). Read-only."""
+    from models.pseudolabel import main
+    out = str(tmp_path_factory.mktemp("pseudolabelled") / "proc_pl")
+    assert main(["--teacher", ukd_teacher_run, "--data", small_processed, "--out", out,
+                 "--batch-size", "1000", "--no-progress"]) == 0
+    return out
+

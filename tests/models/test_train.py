@@ -65,6 +65,7 @@ def test_metrics_json_has_history_and_test_metrics_below_the_oracle(esmm_run):
     run_dir, result, _ = esmm_run
     metrics = json.load(open(os.path.join(run_dir, "metrics.json")))
     assert len(metrics["history"]) == 2 and metrics["samples_per_second"] > 0
+    assert all(0.5 < h["valid_ctr_auc"] <= 1.0 for h in metrics["history"])
     test = metrics["test"]
     for key in ("ctr_auc", "cvr_auc_clicked", "ctcvr_auc", "entire_space_cvr_auc",
                 "field_rce_app"):

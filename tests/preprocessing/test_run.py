@@ -39,6 +39,15 @@ def test_output_holds_targets_ground_truth_app_and_media_columns(small_processed
         for name in ("schema.pbtxt", "_file_list.txt", "_metadata.json"):
             assert os.path.exists(os.path.join(small_processed, split, name))
     assert os.path.exists(os.path.join(small_processed, "workflow", "workflow.pkl"))
+
+
+def test_the_hugectr_file_lists_name_the_final_parts(small_processed):
+    for split in ("train", "valid", "test"):
+        lines = open(os.path.join(small_processed, split, "_file_list.txt")).read().split()
+        assert int(lines[0]) == len(lines) - 1 >= 1
+        for part in lines[1:]:
+            assert os.path.dirname(part) == os.path.abspath(os.path.join(small_processed, split))
+            assert os.path.exists(part)
     assert C.DatasetSpec.load(small_processed) == C.synthetic_spec()
 
 
