@@ -126,8 +126,6 @@ class ModelConfig:
                self.embedding_dim)
         check_param(self.max_embedding_rows >= 0, "max_embedding_rows", ">= 0",
                self.max_embedding_rows)
-        check_param(len(self.tower_units) >= 1 and all(u >= 1 for u in self.tower_units),
-               "tower_units", "a non-empty list of positive ints", self.tower_units)
         check_param(0.0 <= self.dropout < 1.0, "dropout", "in [0, 1)", self.dropout)
         check_param(self.l2 >= 0, "l2", ">= 0", self.l2)
         check_param(self.mmoe_experts >= 1, "mmoe_experts", ">= 1", self.mmoe_experts)
@@ -157,7 +155,7 @@ class ModelConfig:
                     ">= 1 when autoheri_derive is topk", self.autoheri_top_k)
         check_param(self.autoheri_random_edges >= 0, "autoheri_random_edges", ">= 0",
                     self.autoheri_random_edges)
-        for name in ("ukd_representation_units", "ukd_head_units"):
+        for name in ("tower_units", "ukd_representation_units", "ukd_head_units"):
             units = getattr(self, name)
             check_param(len(units) >= 1 and all(u >= 1 for u in units), name,
                         "a non-empty list of positive ints", units)

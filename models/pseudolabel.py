@@ -31,7 +31,7 @@ import numpy as np
 from preprocessing import columns as C
 from preprocessing.atomic import atomic_output_dir, atomic_write_text
 from preprocessing.report import peak_rss_mb, print_table
-from preprocessing.splits import split_parts
+from preprocessing.splits import point_file_list_at, split_parts
 
 SPLITS = ("train", "valid", "test")
 
@@ -124,12 +124,10 @@ def pseudolabel(teacher_run: str, data_dir: str, out_dir: str, batch_size: int =
                 weighted += float(scores.sum(dtype=np.float64))
             rows[split], means[split] = total, weighted / max(total, 1)
             _write_schema(src_dir, dst_dir)
-            if os.path.exists(os.path.join(src_dir, "_metadata.json")):  # HugeCTR's
-                shutil.copy2(os.path.join(src_dir, "_metadata.json"), dst_dir)
-            atomic_write_text(os.path.join(dst_dir, "_file_list.txt"), "".join(
-                [f"{len(parts)}\n"] + [os.path.join(os.path.abspath(out_dir), split,
-                                                    os.path.basename(p)) + "\n"
-                                       for p in parts]))
+            for name in ("_metadata.json", "_file_list.txt"):  # HugeCTR's
+                if os.path.exists(os.path.join(src_dir, name)):
+                    shutil.copy2(os.path.join(src_dir, name), dst_dir)
+            point_file_list_at(dst_dir, os.path.join(out_dir, split))
         shutil.copytree(os.path.join(data_dir, "workflow"), os.path.join(staging, "workflow"))
         shutil.copy2(os.path.join(data_dir, C.SPEC_FILENAME),
                      os.path.join(staging, C.SPEC_FILENAME))

@@ -33,7 +33,7 @@ import os
 import shutil
 import sys
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -199,10 +199,10 @@ class Trainer:
             if stop and int(self.step_in_epoch) < steps_per_epoch:
                 manager.save(checkpoint_number=int(self.step))
                 break
-            val_loss, val_click_auc = self.evaluate_loss(with_click_auc=True)
+            val_loss, val_click_auc = self.evaluate_validation()
             record = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else None,
                       "val_loss": val_loss, "step": int(self.step),
-                      f"valid_{getattr(self.model, 'click_auc_name', 'ctr_auc')}": val_click_auc}
+                      valid_click_auc_key(self.model): val_click_auc}
             self.history.append(record)
             with writer.as_default():
                 tf.summary.scalar("valid/loss", val_loss, step=int(self.step))
@@ -225,10 +225,9 @@ class Trainer:
                 "train_seconds": elapsed, "samples_per_second": seen / elapsed if elapsed else 0.0,
                 "best_val_loss": float(self.best_val)}
 
-    def evaluate_loss(self, with_click_auc: bool = False):
-        """Mean loss over the validation split; with ``with_click_auc`` also the AUC of the
-        model's ``pctr`` against the click label (``(loss, auc)``; for the UKD teacher the
-        discriminator's AUC)."""
+    def evaluate_validation(self) -> Tuple[float, float]:
+        """Mean loss over the validation split, and the AUC of the model's ``pctr`` against
+        the click label there (for the UKD teacher, its discriminator's AUC)."""
         from models.data import batches
         from models.metrics import auc
         total, rows, clicks, scores = 0.0, 0, [], []
@@ -237,15 +236,18 @@ class Trainer:
             out = self._test_step((x, y))
             total += float(out["loss"]) * n
             rows += n
-            if with_click_auc:
-                clicks.append(np.asarray(y["click"]).reshape(-1))
-                scores.append(np.asarray(out["pctr"]).reshape(-1))
-        loss = total / max(rows, 1)
-        if not with_click_auc:
-            return loss
+            clicks.append(np.asarray(y["click"]).reshape(-1))
+            scores.append(np.asarray(out["pctr"]).reshape(-1))
         click_auc = (auc(np.concatenate(clicks), np.concatenate(scores)) if rows
                      else float("nan"))
-        return loss, click_auc
+        return total / max(rows, 1), click_auc
+
+
+def valid_click_auc_key(model) -> str:
+    """The epoch-history key of a model's (or model class's) validation click AUC:
+    ``valid_ctr_auc``, or ``valid_`` + its ``click_auc_name`` (the UKD teacher's
+    ``valid_discriminator_auc``)."""
+    return f"valid_{getattr(model, 'click_auc_name', 'ctr_auc')}"
 
 
 def run_identity(model_name: str, data_dir: str, seed: int, model_config, train_config) -> Dict:
@@ -343,10 +345,6 @@ def quiet_tensorflow() -> None:
     absl.logging.set_verbosity(absl.logging.ERROR)
 
 
-#: The UKD teacher's epoch-history key (``Trainer.fit``: ``valid_`` + ``click_auc_name``).
-DISCRIMINATOR_KEY = "valid_discriminator_auc"
-
-
 def main(argv: Optional[List[str]] = None) -> int:
     """CLI entry point: ``python -m models.train``."""
     quiet_tensorflow()
@@ -377,7 +375,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                 "oracle_entire_space_cvr_auc", "field_rce_app"):
         if key in test:
             rows.append((f"test {key}", f"{test[key]:.4f}"))
-    trend = [h[DISCRIMINATOR_KEY] for h in result.get("history", []) if DISCRIMINATOR_KEY in h]
+    from models.ukd.teacher import UKDTeacher
+    key = valid_click_auc_key(UKDTeacher)
+    trend = [h[key] for h in result.get("history", []) if key in h]
     if trend:  # the UKD teacher: its click discriminator should fall towards 0.5
         rows.append(("valid discriminator AUC by epoch", " -> ".join(f"{a:.3f}" for a in trend)))
     print_table("models.train", rows)

@@ -43,6 +43,7 @@ from preprocessing.atomic import atomic_output_dir
 from preprocessing.report import (package_versions, peak_rss_mb, print_table,
                                   silence_known_warnings)
 from preprocessing.request_facts import write_request_facts
+from preprocessing.splits import point_file_list_at
 from preprocessing.validate import (InputValidationError, funnel_rules, list_parquet_files,
                                     validate_dataset)
 from preprocessing.workflow import WorkflowConfig, build_workflow, load_workflow_config
@@ -156,7 +157,7 @@ def run(input_dir: str, out: str, config: Optional[WorkflowConfig] = None, worke
                 workflow.transform(datasets[split]).to_parquet(
                     os.path.join(staging, split), cats=cats, conts=conts,
                     labels=list(spec.targets), shuffle=None)
-                _point_file_list_at(os.path.join(staging, split), os.path.join(out, split))
+                point_file_list_at(os.path.join(staging, split), os.path.join(out, split))
                 timings[f"transform_{split}"] = time.perf_counter() - t
                 advance()
         workflow.save(os.path.join(staging, "workflow"))
@@ -187,20 +188,6 @@ def run(input_dir: str, out: str, config: Optional[WorkflowConfig] = None, worke
         with open(os.path.join(staging, "manifest.json"), "w") as fh:
             json.dump(manifest, fh, indent=2)
     return manifest
-
-
-def _point_file_list_at(staging_split: str, final_split: str) -> None:
-    """Rewrite the HugeCTR ``_file_list.txt`` that NVTabular wrote with the staging paths so
-    that it names the parts where they will be once the output is renamed into place."""
-    path = os.path.join(staging_split, "_file_list.txt")
-    if not os.path.exists(path):
-        return
-    lines = open(path).read().splitlines()
-    final = os.path.abspath(final_split)
-    fixed = lines[:1] + [os.path.join(final, os.path.basename(line)) for line in lines[1:]
-                         if line.strip()]
-    with open(path, "w") as fh:
-        fh.write("\n".join(fixed) + "\n")
 
 
 def _tag_values(col) -> set:

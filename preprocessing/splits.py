@@ -37,3 +37,18 @@ def read_split_table(directory: str, columns: Optional[Sequence[str]] = None) ->
 def read_split(directory: str, columns: Optional[Sequence[str]] = None) -> pd.DataFrame:
     """A processed split as a pandas DataFrame (list columns become object arrays)."""
     return read_split_table(directory, columns).to_pandas()
+
+
+def point_file_list_at(staging_split: str, final_split: str) -> None:
+    """Rewrite the HugeCTR ``_file_list.txt`` of a split written into a staging directory so
+    that it names the parts where they will be once the output is renamed into place
+    (``final_split``). A split without the file does nothing."""
+    path = os.path.join(staging_split, "_file_list.txt")
+    if not os.path.exists(path):
+        return
+    lines = open(path).read().splitlines()
+    final = os.path.abspath(final_split)
+    fixed = lines[:1] + [os.path.join(final, os.path.basename(line)) for line in lines[1:]
+                         if line.strip()]
+    with open(path, "w") as fh:
+        fh.write("\n".join(fixed) + "\n")

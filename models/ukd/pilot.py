@@ -26,6 +26,7 @@ import numpy as np
 from preprocessing import columns as C
 from preprocessing.atomic import atomic_write_text
 from preprocessing.report import print_table
+from preprocessing.splits import read_split
 
 
 def _clicked_ce(model, x, purchase, click):
@@ -54,10 +55,9 @@ def run_pilot(data_dir: str, flip: float, epochs: int = 2, seed: int = 0, draws:
     np.random.seed(seed)
     features, targets, schema = features_and_targets(data_dir)
     ds = split_dataset(data_dir, "train", model_columns(schema, targets))
-    clicks = []
-    for _, y in batches(ds, batch_size, shuffle=False):
-        clicks.append(np.asarray(y[C.CLICK]).reshape(-1))
-    click_all = np.concatenate(clicks).astype(np.float32)
+    # the loader reads the parts in file order (shuffle off), as read_split does
+    click_all = read_split(os.path.join(data_dir, "train"), [C.CLICK])[C.CLICK].to_numpy(
+        np.float32)
     clicked_idx = np.flatnonzero(click_all)
     if not len(clicked_idx):
         raise ValueError(f"{data_dir}: the train split has no clicked rows")

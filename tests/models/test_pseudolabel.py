@@ -27,6 +27,11 @@ def test_every_split_gets_the_teachers_pcvr_in_file_order(pseudolabelled, ukd_te
     assert manifest["pseudolabel"]["teacher"] == os.path.abspath(ukd_teacher_run)
     assert manifest["pseudolabel"]["teacher_model"] == "ukd_teacher"
     assert os.path.isdir(os.path.join(pseudolabelled, "workflow"))
+    for split in ("train", "valid", "test"):  # the HugeCTR file list names this copy's parts
+        listed = open(os.path.join(pseudolabelled, split, "_file_list.txt")).read().split()
+        assert int(listed[0]) == len(listed) - 1 >= 1
+        assert all(os.path.dirname(p) == os.path.abspath(os.path.join(pseudolabelled, split))
+                   and os.path.exists(p) for p in listed[1:])
 
 
 def test_the_pseudo_label_never_reaches_a_models_inputs(pseudolabelled, tmp_path):
