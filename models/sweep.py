@@ -111,6 +111,11 @@ class SweepSpec:
         return os.path.join(out, setting_label(setting))
 
 
+def seeds_phrase(seeds: int) -> str:
+    """``"1 seed"`` or ``"N seeds"``."""
+    return f"{seeds} seed" if seeds == 1 else f"{seeds} seeds"
+
+
 def config_with(base: Optional[str], setting: Dict[str, Any]) -> Dict:
     """The raw config of ``base`` (a YAML path, or the defaults when ``None``) with each
     ``section.key`` of ``setting`` set to its value."""
@@ -175,7 +180,7 @@ def plot_sweep(spec: SweepSpec, result: Dict, path: str) -> None:
                   fontsize=8)
     ax.set_xlabel(" x ".join(spec.params))
     ax.set_ylabel(f"{spec.select} (validation)")
-    ax.set_title(f"{spec.model}: mean ± std over {spec.seeds} seeds\n"
+    ax.set_title(f"{spec.model}: mean ± std over {seeds_phrase(spec.seeds)}\n"
                  f"chosen ({spec.rule}, red star): {labels[chosen]}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -206,7 +211,8 @@ def sweep(spec: SweepSpec, data_dir: str, out: str, base_config: Optional[str] =
             json.dump(result, fh, indent=2)
         with open(os.path.join(staging, "sweep.md"), "w") as fh:
             fh.write(f"# {spec.model}: {' x '.join(spec.params)} on the validation split\n\n"
-                     f"Selection: `{spec.select}`, rule `{spec.rule}`, {spec.seeds} seeds.\n\n"
+                     f"Selection: `{spec.select}`, rule `{spec.rule}`, "
+                     f"{seeds_phrase(spec.seeds)}.\n\n"
                      f"{table}\n")
         plot_sweep(spec, result, os.path.join(staging, "sweep.png"))
     return result

@@ -48,7 +48,8 @@ def run_pilot(data_dir: str, flip: float, epochs: int = 2, seed: int = 0, draws:
 
     from models.config import ModelConfig
     from models.data import batches, features_and_targets, model_columns, split_dataset
-    from models.ukd.student import UKDBaseStudent, bernoulli_kl
+    from models.ukd.disagreement import head_disagreement
+    from models.ukd.student import UKDBaseStudent
     if not 0.0 < flip < 1.0:
         raise ValueError(f"The 'flip' parameter must be in (0, 1). Got {flip!r} instead.")
     tf.random.set_seed(seed)
@@ -78,16 +79,7 @@ def run_pilot(data_dir: str, flip: float, epochs: int = 2, seed: int = 0, draws:
             z = np.where(flipped[start:start + n], 1.0 - z, z)
             step(x, tf.constant(z), tf.constant(click_all[start:start + n]))
             start += n
-    u = np.zeros(len(click_all), np.float64)
-    start = 0
-    for x, y in batches(ds, batch_size, shuffle=False):
-        n = int(y[C.CLICK].shape[0])
-        acc = np.zeros(n)
-        for _ in range(draws):
-            out = model(x, training=True)
-            acc += bernoulli_kl(out["pcvr_a"], out["pcvr_b"]).numpy()
-        u[start:start + n] = acc / draws
-        start += n
+    u, _ = head_disagreement(model, ds, batch_size, draws)
     clean = (click_all > 0) & ~flipped
     return {"data": os.path.abspath(data_dir), "flip": flip, "epochs": epochs, "seed": seed,
             "draws": draws, "clicked_rows": int(len(clicked_idx)),
@@ -109,28 +101,10 @@ def _train_step(model, optimizer, x, purchase, click):
     return loss
 
 
-def plot_pilot(result: Dict, path: str) -> None:
-    """Histograms of ``log10 u`` for the flipped and the clean clicked rows."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    for key, label in (("_u_clean", "clean"), ("_u_flipped", "flipped")):
-        ax.hist(np.log10(np.maximum(result[key], 1e-12)), bins=60, density=True, alpha=0.55,
-                label=f"{label} (mean {result[key].mean():.2e})")
-    ax.set_xlabel("log10 KL(p || p')  (dropout on)")
-    ax.set_ylabel("density")
-    ax.set_title(f"UKD pilot: {result['flip']:.0%} of clicked labels flipped")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path + ".partial.png", dpi=110)
-    plt.close(fig)
-    os.replace(path + ".partial.png", path)
-
-
 def main(argv: Optional[List[str]] = None) -> int:
     """CLI entry point: ``python -m models.ukd.pilot``."""
     from models.train import quiet_tensorflow
+    from models.ukd.disagreement import plot_disagreement
     quiet_tensorflow()
     parser = argparse.ArgumentParser(prog="python -m models.ukd.pilot",
                                      description=__doc__.split("\n\n")[0])
@@ -152,7 +126,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     os.makedirs(args.out, exist_ok=True)
-    plot_pilot(result, os.path.join(args.out, "pilot.png"))
+    plot_disagreement({"clean": result["_u_clean"], "flipped": result["_u_flipped"]},
+                      f"UKD pilot: {result['flip']:.0%} of clicked labels flipped",
+                      os.path.join(args.out, "pilot.png"))
     public = {k: v for k, v in result.items() if not k.startswith("_")}
     atomic_write_text(os.path.join(args.out, "pilot.json"), json.dumps(public, indent=2) + "\n")
     print_table("models.ukd.pilot", [

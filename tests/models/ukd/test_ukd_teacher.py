@@ -116,3 +116,21 @@ def test_a_teacher_run_logs_the_discriminator_auc_per_epoch(small_processed, tmp
     aucs = [h["valid_discriminator_auc"] for h in metrics["history"]]
     assert len(aucs) == 2 and all(0.0 <= a <= 1.0 for a in aucs)
     assert "entire_space_cvr_auc" in metrics["test"]
+
+
+def test_the_4m_teacher_config_changes_only_the_adversarial_weight():
+    """``models/configs/ukd_teacher_4m.yaml`` (the validation-day choice that
+    ``models/ukd/compare.sh`` trains with) sets the weight and leaves every other field at
+    ``models.train``'s default."""
+    import dataclasses
+    import os
+
+    from models.config import load_configs
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "..", "models", "configs",
+                        "ukd_teacher_4m.yaml")
+    model_config, train_config = load_configs(path)
+    defaults_model, defaults_train = load_configs(None)
+    assert model_config.ukd_adversarial_weight == 0.3 != defaults_model.ukd_adversarial_weight
+    assert dataclasses.replace(model_config, ukd_adversarial_weight=0.3) == \
+        dataclasses.replace(defaults_model, ukd_adversarial_weight=0.3)
+    assert train_config == defaults_train

@@ -1,0 +1,55 @@
+"""The UKD students' head disagreement: restoring a run, measuring ``u`` per row, the report."""
+
+import json
+import os
+
+import numpy as np
+import pandas as pd
+
+from models.config import ModelConfig, TrainConfig
+
+
+def test_a_trained_students_disagreement_is_reported_for_clicked_and_unclicked_rows(
+        pseudolabelled, tmp_path):
+    from models.data import batches, features_and_targets, model_columns, split_dataset
+    from models.train import train
+    from models.ukd.disagreement import load_student, main
+    run_dir = str(tmp_path / "ukd")
+    train("ukd", pseudolabelled, run_dir, 0,
+          ModelConfig(embedding_dim=4, tower_units=(8, 4), ukd_lambda=50.0,
+                      ukd_head_dropout=0.3),
+          TrainConfig(batch_size=2048, max_steps=3, checkpoint_every=1000), progress=False)
+    # the restored student predicts what its run recorded on the test day
+    model, config = load_student(run_dir, pseudolabelled)
+    assert config.ukd_lambda == 50.0
+    _, targets, schema = features_and_targets(pseudolabelled)
+    x, _ = next(iter(batches(split_dataset(pseudolabelled, "test",
+                                           model_columns(schema, targets)), 256, shuffle=False)))
+    recorded = pd.read_parquet(os.path.join(run_dir, "predictions_test.parquet"))["pcvr"]
+    np.testing.assert_allclose(model(x)["pcvr"].numpy().reshape(-1), recorded[:256],
+                               rtol=1e-4, atol=1e-6)
+
+    out = str(tmp_path / "disagreement")
+    assert main(["--run", run_dir, "--data", pseudolabelled, "--out", out,
+                 "--max-rows", "1500", "--draws", "2"]) == 0
+    result = json.load(open(os.path.join(out, "disagreement.json")))
+    assert result["run_lambda"] == 50.0
+    assert result["clicked"]["rows"] + result["unclicked"]["rows"] == 1500
+    assert result["clicked"]["rows"] > 0 and result["unclicked"]["rows"] > 0
+    for part in ("clicked", "unclicked"):
+        stats = result[part]
+        assert 0.0 < stats["median"] <= stats["p90"]
+        weights = [stats["mean_weight"][k] for k in sorted(stats["mean_weight"], key=float)]
+        assert "50" in stats["mean_weight"]
+        assert all(1.0 > a > b > 0.0 for a, b in zip(weights, weights[1:]))
+    assert os.path.getsize(os.path.join(out, "disagreement.png")) > 0
+
+
+def test_a_run_that_is_not_a_student_is_refused_by_name(ukd_teacher_run, pseudolabelled,
+                                                       tmp_path, capsys):
+    from models.ukd.disagreement import main
+    assert main(["--run", ukd_teacher_run, "--data", pseudolabelled,
+                 "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "ukd_teacher" in err and "UKD student" in err
+    assert not os.path.exists(tmp_path / "out")
