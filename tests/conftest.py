@@ -101,3 +101,17 @@ def pseudolabelled(tmp_path_factory, ukd_teacher_run, small_processed) -> str:
                  "--batch-size", "1000", "--no-progress"]) == 0
     return out
 
+
+@pytest.fixture(scope="session")
+def ukd_student_run(tmp_path_factory, pseudolabelled) -> str:
+    """A ``ukd`` student run (a few steps, small layers, head dropout 0.3, lambda 50) on
+    ``pseudolabelled``: for the tests of its export and of its heads' disagreement. Read-only."""
+    from models.config import ModelConfig, TrainConfig
+    from models.train import train
+    run_dir = str(tmp_path_factory.mktemp("ukd_student") / "ukd")
+    train("ukd", pseudolabelled, run_dir, 0,
+          ModelConfig(embedding_dim=4, tower_units=(8, 4), ukd_lambda=50.0,
+                      ukd_head_dropout=0.3),
+          TrainConfig(batch_size=2048, max_steps=4, checkpoint_every=1000), progress=False)
+    return run_dir
+

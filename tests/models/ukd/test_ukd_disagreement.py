@@ -6,19 +6,12 @@ import os
 import numpy as np
 import pandas as pd
 
-from models.config import ModelConfig, TrainConfig
-
 
 def test_a_trained_students_disagreement_is_reported_for_clicked_and_unclicked_rows(
-        pseudolabelled, tmp_path):
+        ukd_student_run, pseudolabelled, tmp_path):
     from models.data import batches, features_and_targets, model_columns, split_dataset
-    from models.train import train
     from models.ukd.disagreement import load_student, main
-    run_dir = str(tmp_path / "ukd")
-    train("ukd", pseudolabelled, run_dir, 0,
-          ModelConfig(embedding_dim=4, tower_units=(8, 4), ukd_lambda=50.0,
-                      ukd_head_dropout=0.3),
-          TrainConfig(batch_size=2048, max_steps=3, checkpoint_every=1000), progress=False)
+    run_dir = ukd_student_run
     # the restored student predicts what its run recorded on the test day
     model, config = load_student(run_dir, pseudolabelled)
     assert config.ukd_lambda == 50.0

@@ -100,19 +100,25 @@ def test_soft_cross_entropy_is_minimal_at_the_target():
     assert loss[1] < loss[0] and loss[1] < loss[2]
 
 
-@pytest.mark.parametrize("name", ["ukd", "ukd_base"])
-def test_a_student_trains_on_pseudo_labels_and_exports_like_any_run(name, pseudolabelled,
-                                                                   tmp_path):
-    from models.train import train
-    run_dir = str(tmp_path / name)
-    metrics = train(name, pseudolabelled, run_dir, 0,
-                    ModelConfig(embedding_dim=4, tower_units=(8, 4)),
-                    TrainConfig(batch_size=2048, max_steps=4, checkpoint_every=1000),
-                    progress=False)
+def _assert_exported_like_any_run(run_dir):
+    metrics = json.load(open(os.path.join(run_dir, "metrics.json")))
     assert "entire_space_cvr_auc" in metrics["test"]
     sig = json.load(open(os.path.join(run_dir, "signature.json")))
     assert set(sig["outputs"]) == {"pctr", "pcvr", "pctcvr"}
     assert "teacher_pcvr" not in sig["inputs"]
+
+
+def test_the_student_trains_on_pseudo_labels_and_exports_like_any_run(ukd_student_run):
+    _assert_exported_like_any_run(ukd_student_run)
+
+
+def test_the_base_student_trains_on_pseudo_labels_and_exports_like_any_run(pseudolabelled,
+                                                                          tmp_path):
+    from models.train import train
+    run_dir = str(tmp_path / "ukd_base")
+    train("ukd_base", pseudolabelled, run_dir, 0, ModelConfig(embedding_dim=4, tower_units=(8, 4)),
+          TrainConfig(batch_size=2048, max_steps=4, checkpoint_every=1000), progress=False)
+    _assert_exported_like_any_run(run_dir)
 
 
 def test_a_student_on_data_without_pseudo_labels_is_a_clear_error(small_processed, tmp_path,
