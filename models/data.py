@@ -66,11 +66,16 @@ def batches(dataset, batch_size: int, shuffle: bool, seed: Optional[int] = None,
         np.random.seed(seed % (2**32))
     loader = Loader(dataset, batch_size=batch_size, shuffle=shuffle,
                     seed_fn=(lambda: seed % (2**32)) if seed is not None else None)
-    for i, (x, y) in enumerate(loader):
-        if i < skip:
-            continue
-        yield x, y
-    loader.stop()
+    try:
+        for i, (x, y) in enumerate(loader):
+            if i < skip:
+                continue
+            yield x, y
+    finally:
+        # also when the consumer stops early (max_steps, a first-rows read): the loader's
+        # chunk thread retries a full queue every microsecond until it is stopped, and a
+        # leaked one slows everything else in the process down
+        loader.stop()
 
 
 def label_rates(data_dir: str, targets: Sequence[str], split: str = "train") -> Dict[str, float]:
