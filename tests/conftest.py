@@ -14,6 +14,8 @@ from preprocessing.generate import generate  # noqa: E402
 from preprocessing.simulator.config import GeneratorConfig  # noqa: E402
 
 SMALL_ROWS = 40_000
+#: The field of the session AdaCalib calibrator (``adacalib``).
+CAL_FIELDS = ("app_id",)
 SMALL_DAYS = 4
 
 
@@ -61,6 +63,22 @@ def tiny_run(tmp_path_factory, small_processed) -> str:
           train_config=TrainConfig(batch_size=1024, epochs=1, max_steps=12,
                                    checkpoint_every=1000), progress=False)
     return run_dir
+
+
+@pytest.fixture(scope="session")
+def adacalib(tmp_path_factory, tiny_run, small_processed):
+    """``(CAL_DIR, fitted AdaCalibCalibrator)``: AdaCalib by app fitted on the clicked rows of
+    the validation day, saved as ``models.calibrate`` saves it."""
+    from models.calibrate import split_frame
+    from models.calibration import make_calibrator
+    frame = split_frame(tiny_run, small_processed, "valid", CAL_FIELDS)
+    clicked = frame["click"] == 1
+    cal = make_calibrator("adacalib", CAL_FIELDS).fit(
+        frame["pcvr"][clicked], frame["purchase"][clicked],
+        {f: frame[f][clicked] for f in CAL_FIELDS})
+    cal_dir = str(tmp_path_factory.mktemp("cal") / "adacalib")
+    cal.save(cal_dir)
+    return cal_dir, cal
 
 
 @pytest.fixture(scope="session")

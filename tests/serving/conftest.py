@@ -1,7 +1,7 @@
-"""Fixtures of the serving tests: a real AdaCalib calibrator fitted on the validation predictions
-of the tiny run (``tests/conftest.py``), and a repository exported from copies of those
-artifacts, which are deleted afterwards, then moved to another directory (the tests serve it from
-there: one server per test module)."""
+"""Fixtures of the serving tests: a repository exported from copies of the tiny run, its
+workflow and its AdaCalib calibrator (``tests/conftest.py``); the copies are deleted afterwards
+and the repository is moved to another directory (the tests serve it from there: one server per
+test module)."""
 
 import os
 import shutil
@@ -9,23 +9,6 @@ import shutil
 import pytest
 
 MAX_BATCH = 512
-CAL_FIELDS = ("app_id",)
-
-
-@pytest.fixture(scope="session")
-def adacalib(tmp_path_factory, tiny_run, small_processed):
-    """``(CAL_DIR, fitted AdaCalibCalibrator)``: AdaCalib by app fitted on the clicked rows of
-    the validation day, saved as ``models.calibrate`` saves it."""
-    from models.calibrate import split_frame
-    from models.calibration import make_calibrator
-    frame = split_frame(tiny_run, small_processed, "valid", CAL_FIELDS)
-    clicked = frame["click"] == 1
-    cal = make_calibrator("adacalib", CAL_FIELDS).fit(
-        frame["pcvr"][clicked], frame["purchase"][clicked],
-        {f: frame[f][clicked] for f in CAL_FIELDS})
-    cal_dir = str(tmp_path_factory.mktemp("cal") / "adacalib")
-    cal.save(cal_dir)
-    return cal_dir, cal
 
 
 @pytest.fixture(scope="session")

@@ -182,3 +182,32 @@ def test_a_broken_repository_fails_with_the_log_tail(tmp_path):
     (bad / "config.pbtxt").write_text('name: "broken"\nbackend: "python"\nmax_batch_size: [\n')
     with pytest.raises(ServerError, match="(?s)exited with code.*last .* lines.*failed to load"):
         TritonServer(str(tmp_path / "repo")).start(timeout=60)
+
+
+REPLAY_ROWS = 2_000
+
+
+def test_the_replay_bids_the_served_calibrated_pcvr(server, tiny_run, small_processed, adacalib,
+                                                    tmp_path):
+    """The bids of the offline replay path (SavedModel -> calibrator artifact) equal the bids
+    of the served ensemble on the same raw rows (1e-5), and so do the replays."""
+    from models.replay.auction import bids
+    from models.replay.bidders import read_day, run_bidders, served_bidder
+    from models.replay.cli import main
+    days = {"test": read_day(small_processed, "test", ["app_id"], REPLAY_ROWS)}
+    offline = {b.group: b for b in run_bidders(tiny_run, [adacalib[0]], small_processed, days)}
+    served = served_bidder(server.http_url, small_processed, days, progress=False)
+    calibrated = bids(*offline["esmm+adacalib"].predictions["test"], target_cpa=1.0)
+    np.testing.assert_allclose(bids(*served.predictions["test"], target_cpa=1.0), calibrated,
+                               rtol=1e-5, atol=1e-5)
+    uncalibrated = bids(*offline["esmm"].predictions["test"], target_cpa=1.0)
+    assert np.abs(uncalibrated - calibrated).max() > 1e-4      # the calibrator changed the bids
+
+    assert main(["--data", small_processed, "--runs", tiny_run, "--calibrators", adacalib[0],
+                 "--served", server.http_url, "--max-rows", str(REPLAY_ROWS), "--target-cpa",
+                 "50", "--bid-multiplier", "1", "--out", str(tmp_path / "replay"),
+                 "--no-progress"]) == 0
+    report = json.load(open(tmp_path / "replay" / "replay.json"))
+    same = ("won", "spend", "conversions", "cpa_ratio_by_app")
+    assert ({k: report["bidders"]["served"][k] for k in same}
+            == {k: report["bidders"]["esmm+adacalib"][k] for k in same})
