@@ -8,7 +8,7 @@ oracle bidder (the true probabilities) is the upper bound. Modules, one job each
 - :mod:`models.replay.market`: the world of one day (competing prices, drawn outcomes, arrival
   order) from a documented market model;
 - :mod:`models.replay.auction`: the second-price auction with a budget, the pacing rule and the
-  CPA controller's bid multiplier;
+  CPA / budget controller's bid multiplier;
 - :mod:`models.replay.bidders`: the predictions a bidder bids with (a run's SavedModel,
   optionally calibrated; the served Triton ensemble; the oracle);
 - :mod:`models.replay.outcome`: spend, wins, clicks, conversions and CPA attainment, overall and

@@ -14,9 +14,9 @@ Every run bids with its SavedModel's pCTR x pCVR; each ``--calibrators`` directo
 name, for a several-run ``models.calibrate`` output: ``CAL/{run}/adacalib``) adds a bidder that
 bids with the calibrated pCVR. ``--served URL`` adds a bidder whose predictions come from the
 served Triton ensemble, queried with the split's raw rows. The oracle (the true probabilities)
-is always replayed. ``--bid-multiplier auto`` (the default) runs each bidder's CPA controller on
-``--controller-split`` (the previous day); a number fixes the multiplier for every bidder
-(1: truthful bids). ``--budget-share S`` sets the budget to S x the replayed day's total true
+is always replayed. ``--bid-multiplier auto`` (the default) runs each bidder's CPA / budget
+controller on ``--controller-split`` (the previous day); a number fixes the multiplier for every
+bidder (1: truthful bids). ``--budget-share S`` sets the budget to S x the replayed day's total true
 value (``sum p_click x p_purchase_given_click x target``), the controller day's to S x its own.
 
 Writes ``DIR/replay.json`` (per bidder and per group ``esmm``, ``esmm+adacalib``, ``oracle``,
@@ -53,7 +53,7 @@ CURVE_POINTS = 2000
 
 
 def parse_multiplier(text: str) -> Optional[float]:
-    """``"auto"`` -> None (the CPA controller); a number > 0 -> that fixed multiplier."""
+    """``"auto"`` -> None (the controller); a number > 0 -> that fixed multiplier."""
     if text == "auto":
         return None
     try:
@@ -129,6 +129,11 @@ def replay(args: argparse.Namespace) -> Dict[str, Any]:
         raise ValueError(f"--budget-share must be in (0, 10]; got {args.budget_share}")
     if not args.runs and not args.served:
         raise ValueError("nothing to replay: give --runs and/or --served")
+    names = [os.path.basename(os.path.normpath(r)) for r in args.runs]
+    clash = sorted({n for n in names if names.count(n) > 1})
+    if clash:
+        raise ValueError(f"--runs: several run directories are named {clash}; the replay names "
+                         "each bidder (and fills {run}) by its run directory's name")
     market = MarketConfig(spread=args.spread, spread_by_app=parse_spread_by_app(args.spread_by_app),
                           median_ratio=args.median_ratio,
                           competitor_knowledge=args.competitor_knowledge, seed=args.seed)
@@ -173,7 +178,7 @@ def replay(args: argparse.Namespace) -> Dict[str, Any]:
                    "pacing_slots": args.pacing_slots, "max_rows": args.max_rows,
                    "market": {**asdict(market), "spread_by_app": {
                        str(k): v for k, v in market.spread_by_app.items()}},
-                   "bid_multiplier_rule": ("CPA controller on the previous day "
+                   "bid_multiplier_rule": ("CPA / budget controller on the previous day "
                                            f"('{args.controller_split}')" if multiplier is None
                                            else f"fixed {multiplier:g}"),
                    "runs": [os.path.abspath(r) for r in args.runs],

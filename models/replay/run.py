@@ -1,5 +1,5 @@
-"""Replay bidders on a day: the CPA controller on the previous day, the auction on the replayed
-day, and the figures of what each bidder bought; then mean ± std over seeds per group."""
+"""Replay bidders on a day: the CPA / budget controller on the previous day, the auction on the
+replayed day, and the figures of what each bidder bought; then mean ± std over seeds per group."""
 
 from __future__ import annotations
 
@@ -16,10 +16,11 @@ from models.replay.outcome import summarise
 
 #: The per-bidder figures aggregated over seeds (besides the per-app CPA ratios).
 AGGREGATED = ("bid_multiplier", "multiplier_cpa", "multiplier_budget", "spend", "won", "clicks",
-              "conversions", "expected_conversions", "conversions_per_budget", "expected_conversions_per_budget", "cpa_ratio",
-              "cpa_ratio_expected", "worst_app_cpa_ratio", "worst_app_cpa_ratio_expected",
-              "worst_app_log_deviation", "worst_app_log_deviation_expected",
-              "overbid_spend_share", "mean_bid_over_value", "pcoc")
+              "conversions", "expected_conversions", "conversions_per_budget",
+              "expected_conversions_per_budget", "cpa_ratio", "cpa_ratio_expected",
+              "worst_app_cpa_ratio", "worst_app_cpa_ratio_expected", "worst_app_log_deviation",
+              "worst_app_log_deviation_expected", "overbid_spend_share", "mean_bid_over_value",
+              "pcoc")
 
 
 def replay_bidder(bidder: Bidder, world: World, config: AuctionConfig,

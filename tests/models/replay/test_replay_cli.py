@@ -66,6 +66,9 @@ def test_bad_input_fails_with_a_message_that_names_it(tmp_path, tiny_run, small_
     assert main(["--data", small_processed, "--runs", tiny_run, "--bid-multiplier", "lots",
                  "--out", str(tmp_path / "o"), *ARGS]) == 2
     assert "--bid-multiplier must be 'auto' or a number" in capsys.readouterr().err
+    assert main(["--data", small_processed, "--runs", tiny_run, tiny_run,
+                 "--out", str(tmp_path / "o"), *ARGS]) == 2
+    assert "several run directories are named ['esmm']" in capsys.readouterr().err
     no_truth = tmp_path / "no_truth"
     no_truth.mkdir()
     spec = json.load(open(os.path.join(small_processed, "dataset_spec.json")))
