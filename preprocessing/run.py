@@ -255,4 +255,6 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == "__main__":
+    from preprocessing.tensorflow_free import keep_tensorflow_out
+    keep_tensorflow_out()  # before anything imports merlin (nothing here trains)
     sys.exit(main())
