@@ -4,6 +4,7 @@ console's known-noise filter."""
 from __future__ import annotations
 
 import importlib.metadata as md
+import os
 import platform
 import resource
 import sys
@@ -18,7 +19,14 @@ KNOWN_WARNINGS = ("Initializing an NVTabular Dataset in CPU mode",
 
 
 def silence_known_warnings() -> None:
-    """Hide :data:`KNOWN_WARNINGS` (once per dataset they would flood a command's console)."""
+    """Hide :data:`KNOWN_WARNINGS` (once per dataset they would flood a command's console) and
+    TensorFlow's start-up INFO lines (oneDNN, CPU instruction sets): ``TF_CPP_MIN_LOG_LEVEL=1``
+    unless already set, so TensorFlow's own warnings and errors still print.
+
+    Every package of the project calls it when imported (``preprocessing/__init__.py``,
+    ``models``, ``serving``, ``benchmarks``), so every command starts quiet before merlin or
+    TensorFlow is imported; other warnings are left alone."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
     for message in KNOWN_WARNINGS:
         warnings.filterwarnings("ignore", message=message)
 
