@@ -5,6 +5,7 @@ Usage::
     python -m models.calibrate --method {NAME,NAME,...|all} --run RUN_DIR [RUN_DIR ...]
         --data PROC_DIR --field app_id[,category_id] --out CAL_DIR
         [--fit-split valid] [--eval-split test] [--history-split train] [--config FILE]
+        [--plot-all-methods]
 
 Each method is fitted on the clicked rows of the calibration split (``valid``: disjoint from the
 training split the run learned on and from the test split it is evaluated on), with the run's
@@ -18,8 +19,9 @@ With one run, ``CAL_DIR`` gets:
 - ``calibration.json``: per method, ``before`` (the uncalibrated base) and ``after`` metrics on
   the evaluation split, with ``field_rce_app``, ``ece`` and ``auc`` among them (see
   :mod:`models.calibration.report`), and fit / transform seconds;
-- ``calibration.md`` and ``reliability_by_app.png`` (one panel per media app, one line per
-  method).
+- ``calibration.md`` and ``reliability_by_app.png`` (one panel per media app, named when the
+  data was generated; one line each for uncalibrated, the best global method and AdaCalib,
+  every method with ``--plot-all-methods``).
 
 With several runs (one per seed), each run's output goes to ``CAL_DIR/<run name>/`` and
 ``CAL_DIR/calibration.json`` / ``calibration.md`` hold mean ± std per method over the runs and
@@ -222,7 +224,8 @@ def calibrate_frames(fit: Mapping[str, np.ndarray], evaluation: Mapping[str, np.
                      configs: Optional[Mapping[str, Any]] = None,
                      meta: Optional[Mapping[str, Any]] = None,
                      history: Optional[Mapping[str, np.ndarray]] = None,
-                     variants: Sequence[Variant] = ()) -> Dict[str, Any]:
+                     variants: Sequence[Variant] = (),
+                     plot_all_methods: bool = False) -> Dict[str, Any]:
     """Fit every method (and variant) on ``fit`` (clicked rows), evaluate on ``evaluation``,
     write ``out_dir`` (an existing staging directory): artifacts, calibration.json/.md, plot.
 
@@ -230,12 +233,16 @@ def calibrate_frames(fit: Mapping[str, np.ndarray], evaluation: Mapping[str, np.
         history: rows of earlier days (with ``day``) for the methods and variants that use
             them (``adacalib_trend``, ``extra_days``).
         variants: more calibrators, each reported under its own name.
+        plot_all_methods: draw every method in ``reliability_by_app.png``, not only
+            uncalibrated, the best global method and AdaCalib.
 
     Returns the ``calibration.json`` content.
     """
     from models.calibration import BEST_GLOBAL_CANDIDATES
     from models.calibration.report import (adacalib_ratios, calibration_metrics,
-                                           markdown_single, plot_reliability_by_app)
+                                           markdown_single, plot_reliability_by_app,
+                                           reliability_plot_methods)
+    from preprocessing.app_names import app_names
     configs = configs or {}
     clicked = fit["click"] == 1
     y_fit = fit["purchase"][clicked]
@@ -268,16 +275,22 @@ def calibrate_frames(fit: Mapping[str, np.ndarray], evaluation: Mapping[str, np.
     with open(os.path.join(out_dir, "calibration.md"), "w") as fh:
         fh.write(markdown_single(result))
     if "app_id" in evaluation:
+        shown = (list(curves) if plot_all_methods
+                 else reliability_plot_methods(result, BEST_GLOBAL_CANDIDATES))
+        data_dir = (meta or {}).get("data")
         plot_reliability_by_app(evaluation["purchase"][eval_clicked],
-                                evaluation["app_id"][eval_clicked], curves,
-                                os.path.join(out_dir, "reliability_by_app.png"))
+                                evaluation["app_id"][eval_clicked],
+                                {m: curves[m] for m in shown},
+                                os.path.join(out_dir, "reliability_by_app.png"),
+                                names=app_names(data_dir) if data_dir else None)
     return result
 
 
 def calibrate_run(run_dir: str, data_dir: str, methods: Sequence[str], fields: Sequence[str],
                   out_dir: str, fit_split: str = "valid", eval_split: str = "test",
                   configs: Optional[Mapping[str, Any]] = None,
-                  history_split: Optional[str] = None) -> Dict[str, Any]:
+                  history_split: Optional[str] = None,
+                  plot_all_methods: bool = False) -> Dict[str, Any]:
     """Predict ``fit_split`` and ``eval_split`` (and ``history_split``, the earlier days that
     ``adacalib_trend`` reads its drift from) with the run, then :func:`calibrate_frames`."""
     from models.calibration.trend import DAY_COLUMN
@@ -298,7 +311,8 @@ def calibrate_run(run_dir: str, data_dir: str, methods: Sequence[str], fields: S
     meta = {"run": os.path.abspath(run_dir), "model": run_cfg.get("model"),
             "seed": run_cfg.get("seed"), "data": os.path.abspath(data_dir),
             "fit_split": fit_split, "eval_split": eval_split, "history_split": history_split}
-    return calibrate_frames(fit, evaluation, methods, fields, out_dir, configs, meta, history)
+    return calibrate_frames(fit, evaluation, methods, fields, out_dir, configs, meta, history,
+                            plot_all_methods=plot_all_methods)
 
 
 def run_names(run_dirs: Sequence[str]) -> List[str]:
@@ -317,7 +331,8 @@ def run_names(run_dirs: Sequence[str]) -> List[str]:
 def calibrate(run_dirs: Sequence[str], data_dir: str, methods: Sequence[str],
               fields: Sequence[str], out: str, fit_split: str = "valid",
               eval_split: str = "test", configs: Optional[Mapping[str, Any]] = None,
-              history_split: Optional[str] = None) -> Dict[str, Any]:
+              history_split: Optional[str] = None,
+              plot_all_methods: bool = False) -> Dict[str, Any]:
     """The whole command: one run -> ``out/<method>/``; several -> ``out/<run>/<method>/``
     plus the aggregate over runs. ``out`` appears atomically."""
     from models.calibration import BEST_GLOBAL_CANDIDATES
@@ -325,13 +340,13 @@ def calibrate(run_dirs: Sequence[str], data_dir: str, methods: Sequence[str],
     with atomic_output_dir(out) as staging:
         if len(run_dirs) == 1:
             return calibrate_run(run_dirs[0], data_dir, methods, fields, staging, fit_split,
-                                 eval_split, configs, history_split)
+                                 eval_split, configs, history_split, plot_all_methods)
         per_run = []
         for name, run_dir in zip(run_names(run_dirs), run_dirs):
             sub = os.path.join(staging, name)
             os.makedirs(sub)
             per_run.append(calibrate_run(run_dir, data_dir, methods, fields, sub, fit_split,
-                                         eval_split, configs, history_split))
+                                         eval_split, configs, history_split, plot_all_methods))
         agg = aggregate_runs(per_run, BEST_GLOBAL_CANDIDATES)
         agg.update({"runs": [r["run"] for r in per_run], "seeds": [r["seed"] for r in per_run],
                     "subdirs": run_names(run_dirs), "fields": list(fields),
@@ -362,6 +377,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                              "per-app drift over them; 'all' includes adacalib_trend only "
                              "with it")
     parser.add_argument("--config", default=None, help="YAML {method: {field: value}}")
+    parser.add_argument("--plot-all-methods", action="store_true",
+                        help="reliability_by_app.png with every method (default: uncalibrated, "
+                             "the best global method and AdaCalib)")
     args = parser.parse_args(argv)
     try:
         methods = parse_methods(args.method, history=args.history_split is not None)
@@ -369,7 +387,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         configs = load_method_configs(args.config, methods)
         t0 = time.perf_counter()
         result = calibrate(args.runs, args.data, methods, fields, args.out, args.fit_split,
-                           args.eval_split, configs, args.history_split)
+                           args.eval_split, configs, args.history_split,
+                           args.plot_all_methods)
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -710,8 +710,12 @@ def mean_std(values: Iterable[float]) -> Tuple[float, float]:
 
 
 def format_mean_std(values: Iterable[float], digits: int = 4) -> str:
-    """``"mean ± std"`` with ``digits`` decimals, e.g. ``"0.6856 ± 0.0037"``."""
+    """``"mean ± std"`` with ``digits`` decimals, e.g. ``"0.6856 ± 0.0037"``; one value alone
+    (``"0.6856"``: a single seed has no spread to show)."""
+    values = list(values)
     mean, std = mean_std(values)
+    if len(values) == 1:
+        return f"{mean:.{digits}f}"
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 

@@ -255,10 +255,22 @@ def _fmt(v: Optional[float], digits: int = 4) -> str:
     return f"{v:.{digits}f}"
 
 
+def reliability_plot_methods(result: Mapping[str, Any], candidates: Sequence[str]) -> List[str]:
+    """The methods the per-app reliability figure shows by default: uncalibrated, the best of
+    the global ``candidates`` by Field-RCE by app, and AdaCalib (those that were run)."""
+    methods = result["methods"]
+    ran = [c for c in candidates if c in methods]
+    best = min(ran, key=lambda m: methods[m].get("field_rce_app", float("inf")), default=None)
+    return [m for m in ("uncalibrated", best, "adacalib") if m is not None and m in methods]
+
+
 def plot_reliability_by_app(y: np.ndarray, app: np.ndarray, curves: Mapping[str, np.ndarray],
-                            path: str, n_bins: int = 10) -> None:
-    """One panel per media app, one line per method: mean prediction vs observed rate in
-    ``n_bins`` equal-frequency bins of that method's predictions (clicked rows)."""
+                            path: str, n_bins: int = 10,
+                            names: Optional[Mapping[int, str]] = None) -> None:
+    """One panel per media app (titled with its name when ``names`` has it), one line per
+    method: mean prediction vs observed rate in ``n_bins`` equal-frequency bins of that
+    method's predictions (clicked rows)."""
+    from preprocessing.app_names import app_label
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -277,8 +289,8 @@ def plot_reliability_by_app(y: np.ndarray, app: np.ndarray, curves: Mapping[str,
             ax.plot(mp[ok], my[ok], marker=".", label=name, **style)
             top = max(top, np.nanmax(mp[ok], initial=0), np.nanmax(my[ok], initial=0))
         ax.plot([0, top], [0, top], ls=":", color="k")
-        ax.set_title(f"app_id {a} ({int(mask.sum())} clicks, {int(y[mask].sum())} conv.)",
-                     fontsize=9)
+        ax.set_title(f"app_id {app_label(a, names or {})} ({int(mask.sum())} clicks, "
+                     f"{int(y[mask].sum())} conv.)", fontsize=9)
         ax.set_xlabel("mean predicted pCVR")
         ax.set_ylabel("observed CVR")
     for ax in axes.reshape(-1)[len(apps):]:

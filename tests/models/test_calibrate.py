@@ -177,3 +177,24 @@ def test_trend_artifact_carries_the_history_days_and_one_offset_per_app(calibrat
     assert meta["calibration_day"] > max(meta["history_days"])
     assert set(meta["slopes"]) == {"app_id", "category_id"}
     assert set(meta["slopes"]) == {"app_id", "category_id"}
+
+
+def test_the_reliability_figure_shows_uncalibrated_the_best_global_method_and_adacalib(
+        tmp_path, tiny_run, small_processed, monkeypatch):
+    """By default the per-app figure draws three lines (every method with --plot-all-methods),
+    and its panels are titled with the media apps' names."""
+    from models.calibration import report
+    drawn = []
+    monkeypatch.setattr(report, "plot_reliability_by_app",
+                        lambda y, app, curves, path, n_bins=10, names=None:
+                        drawn.append((list(curves), names)))
+    args = ["--method", "platt,isotonic,histogram,adacalib", "--run", tiny_run,
+            "--data", small_processed, "--field", "app_id"]
+    assert main(args + ["--out", str(tmp_path / "default")]) == 0
+    assert main(args + ["--out", str(tmp_path / "all"), "--plot-all-methods"]) == 0
+    methods = json.load(open(tmp_path / "default" / "calibration.json"))["methods"]
+    best = min(("platt", "isotonic", "histogram"), key=lambda g: methods[g]["field_rce_app"])
+    assert drawn[0][0] == ["uncalibrated", best, "adacalib"]
+    assert drawn[1][0] == ["uncalibrated", "platt", "isotonic", "histogram", "adacalib"]
+    assert set(drawn[0][1].values()) == {"shortvideo_a", "shortvideo_b", "livestream_c",
+                                         "news_feed_d", "game_e"}

@@ -473,7 +473,11 @@ def test_mean_std_uses_sample_std_and_zero_for_a_single_value():
 
 def test_format_mean_std_renders_mean_plus_minus_std_with_the_given_digits():
     assert m.format_mean_std([0.1230, 0.1238]) == "0.1234 ± 0.0006"
-    assert m.format_mean_std([0.5], digits=2) == "0.50 ± 0.00"
+    assert m.format_mean_std(iter([0.25, 0.75]), digits=2) == "0.50 ± 0.35"
+
+
+def test_format_mean_std_prints_a_single_seed_alone():
+    assert m.format_mean_std([0.5], digits=2) == "0.50"
 
 
 def test_intervals_overlap_is_false_only_for_separated_mean_std_intervals():

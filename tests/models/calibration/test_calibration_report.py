@@ -127,3 +127,14 @@ def test_field_rce_by_app_quintile_sees_a_shape_error_that_field_rce_by_app_miss
     wrong = calibration_metrics(frame, tilted, ("app_id",))
     assert wrong["field_rce_app"] < 0.02 and right["field_rce_app"] < 0.02
     assert wrong["field_rce_app_q5"] > 3 * right["field_rce_app_q5"]
+
+
+def test_the_default_reliability_lines_are_uncalibrated_the_best_global_and_adacalib():
+    from models.calibration.report import reliability_plot_methods
+    result = {"methods": {"uncalibrated": {"field_rce_app": 0.3}, "platt": {"field_rce_app": 0.2},
+                          "isotonic": {"field_rce_app": 0.1}, "neucalib": {"field_rce_app": 0.05},
+                          "adacalib": {"field_rce_app": 0.07}}}
+    assert reliability_plot_methods(result, ("platt", "isotonic", "histogram")) == [
+        "uncalibrated", "isotonic", "adacalib"]
+    del result["methods"]["adacalib"]
+    assert reliability_plot_methods(result, ("histogram",)) == ["uncalibrated"]
