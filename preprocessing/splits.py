@@ -46,7 +46,8 @@ def point_file_list_at(staging_split: str, final_split: str) -> None:
     path = os.path.join(staging_split, "_file_list.txt")
     if not os.path.exists(path):
         return
-    lines = open(path).read().splitlines()
+    with open(path) as fh:
+        lines = fh.read().splitlines()
     final = os.path.abspath(final_split)
     fixed = lines[:1] + [os.path.join(final, os.path.basename(line)) for line in lines[1:]
                          if line.strip()]
