@@ -37,7 +37,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from benchmarks.run import machine_info, parse_rows
+from benchmarks.run import machine_info, parse_row_count
 from preprocessing.atomic import atomic_write_text
 from preprocessing.report import markdown_table, package_versions, peak_rss_mb, print_table
 
@@ -103,15 +103,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--out", default=DEFAULT_OUT)
     args = parser.parse_args(argv)
     try:
-        rows = parse_rows(args.rows)
-        if len(rows) != 1:
-            raise ValueError("--rows: give one row count")
+        n = parse_row_count(args.rows)
         methods = parse_methods(args.methods)
         fields = parse_fields([args.fields])
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    n = rows[0]
     t0 = time.perf_counter()
     p, y, cols = synthetic_predictions(n, args.seed)
     gen_s = time.perf_counter() - t0

@@ -32,7 +32,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from benchmarks.run import machine_info, parse_rows
+from benchmarks.run import machine_info, parse_row_count
 from preprocessing.atomic import atomic_write_text
 from preprocessing.report import package_versions, peak_rss_mb, print_table
 
@@ -72,13 +72,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--out", default=DEFAULT_OUT)
     args = parser.parse_args(argv)
     try:
-        rows = parse_rows(args.rows)
-        if len(rows) != 1:
-            raise ValueError("--rows: give one row count")
+        n = parse_row_count(args.rows)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    n = rows[0]
     rng = np.random.default_rng(args.seed)
     days = {split: synthetic_day(n, rng) for split in ("valid", "test")}
     loadavg_before = os.getloadavg()[0]

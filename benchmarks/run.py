@@ -51,6 +51,14 @@ class StageError(RuntimeError):
     """A child process of the benchmark failed."""
 
 
+def parse_row_count(text: str) -> int:
+    """The one row count of ``--rows`` (``ValueError`` for none or several)."""
+    rows = parse_rows(text)
+    if len(rows) != 1:
+        raise ValueError("--rows: give one row count")
+    return rows[0]
+
+
 def parse_rows(text: str) -> List[int]:
     """``"1000000,10_000_000"`` -> ``[1000000, 10000000]``; every entry must be >= 1."""
     out = []

@@ -334,11 +334,10 @@ def train(model_name: str, data_dir: str, run_dir: str, seed: int, model_config=
 
 
 def quiet_tensorflow() -> None:
-    """Silence TensorFlow's C++ info logs and tracing chatter, and NVTabular's known CPU-mode
-    warnings, on the console."""
+    """Silence TensorFlow's tracing chatter (its Python and absl loggers to ERROR), its C++ INFO
+    lines and NVTabular's known CPU-mode warnings (``silence_known_warnings``) on the console."""
     from preprocessing.report import silence_known_warnings
     silence_known_warnings()
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import logging
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
     import absl.logging

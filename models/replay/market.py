@@ -127,9 +127,11 @@ def make_world(p_click: np.ndarray, p_purchase_given_click: np.ndarray, app: np.
     order = rng.permutation(n)
     value = pc * pp * target_cpa
     k = market.competitor_knowledge
-    codes, inverse = np.unique(app, return_inverse=True)
-    app_mean = (np.bincount(inverse, weights=value) / np.bincount(inverse))[inverse]
-    centre = value ** k * app_mean ** (1.0 - k)
+    centre = value
+    if k < 1.0:   # the app's mean value enters the price only then
+        _, inverse = np.unique(app, return_inverse=True)
+        app_mean = (np.bincount(inverse, weights=value) / np.bincount(inverse))[inverse]
+        centre = value ** k * app_mean ** (1.0 - k)
     price = centre * market.median_ratio * np.exp(market.spreads(app) * z)
     click = u_click < pc
     return World(p_click=pc, p_purchase_given_click=pp, app=app, price=price, click=click,

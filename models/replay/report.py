@@ -13,12 +13,12 @@ from preprocessing.report import markdown_table
 
 
 def fmt(cell: Optional[Mapping[str, Any]], digits: int = 3) -> str:
-    """``mean ± std`` (the mean alone for one value; ``-`` when missing)."""
-    if not cell or cell.get("mean") is None:
-        return "-"
-    if len(cell.get("values", [])) <= 1:
-        return f"{cell['mean']:.{digits}f}"
-    return f"{cell['mean']:.{digits}f} ± {cell['std']:.{digits}f}"
+    """``mean ± std`` of a cell's values that are numbers (``models.metrics.format_mean_std``:
+    one value alone); ``-`` when there is none."""
+    from models.metrics import format_mean_std
+    from models.replay.run import finite_values
+    finite = finite_values((cell or {}).get("values", []))
+    return format_mean_std(finite, digits) if finite else "-"
 
 
 def group_order(groups: Sequence[str]) -> List[str]:

@@ -7,8 +7,7 @@ import math
 from collections import defaultdict
 from typing import Any, Dict, List, Optional, Sequence
 
-import numpy as np
-
+from models import metrics as M
 from models.replay.auction import AuctionConfig, bids, fit_bid_multiplier, run_auction
 from models.replay.bidders import Bidder
 from models.replay.market import World
@@ -50,12 +49,16 @@ def replay_bidder(bidder: Bidder, world: World, config: AuctionConfig,
     return out
 
 
+def finite_values(values: Sequence[Optional[float]]) -> List[float]:
+    """The values that are numbers (a missing ratio, None or inf, is left out)."""
+    return [float(v) for v in values if v is not None and math.isfinite(float(v))]
+
+
 def _mean_std(values: Sequence[Optional[float]]) -> Dict[str, Any]:
-    finite = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    finite = finite_values(values)
     if not finite:
         return {"mean": None, "std": None, "values": list(values)}
-    mean = float(np.mean(finite))
-    std = float(np.std(finite, ddof=1)) if len(finite) > 1 else 0.0
+    mean, std = M.mean_std(finite)
     return {"mean": mean, "std": std, "values": list(values)}
 
 
