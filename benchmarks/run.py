@@ -2,20 +2,27 @@
 
 Usage::
 
-    python -m benchmarks.run --rows 1000000,10000000 [--out benchmarks/results] [--seed 7]
-        [--workdir DIR] [--keep] [--no-progress]
+    python -m benchmarks.run --rows 1000000,10000000 [--cluster-workers 2,4]
+        [--threads-per-worker 1] [--out benchmarks/results] [--seed 7] [--workdir DIR] [--keep]
+        [--no-progress]
 
-For every row count N, three child processes run one after the other (nothing else of the
+For every row count N, these child processes run one after the other (nothing else of the
 benchmark runs meanwhile):
 
 1. ``python -m preprocessing.generate --rows N --seed S --out W/gen_N --no-progress``;
-2. ``python -m preprocessing.run --input W/gen_N --out W/proc_N --no-progress`` (NVTabular);
-3. ``python -m benchmarks.pandas_baseline --input W/gen_N --out W/pandas_N --no-progress``.
+2. ``python -m preprocessing.run --input W/gen_N --out W/proc_N --no-progress`` (NVTabular,
+   one process);
+3. for each K of ``--cluster-workers``: ``python -m preprocessing.run ... --workers K
+   --threads-per-worker T`` (a dask ``LocalCluster`` of K worker processes), whose output is
+   compared column by column with the one-process output (``outputs_equal``);
+4. ``python -m benchmarks.pandas_baseline --input W/gen_N --out W/pandas_N --no-progress``.
 
 Each command's own ``manifest.json`` gives its rows/s and peak RSS (timed inside the process,
 after imports); the benchmark adds the child's wall time (interpreter start and imports
 included, e.g. TensorFlow through merlin) and its peak RSS as the kernel reports it to the
-parent (``wait4``). The ratio is NVTabular rows/s divided by pandas rows/s.
+parent (``wait4``; for a cluster run, the largest of the command and its workers). The ratio is
+NVTabular rows/s divided by pandas rows/s; each cluster run also has its ratio to the
+one-process run.
 
 Results go to ``OUT/foundation_<date>.json`` (written atomically). A file of the same date is
 updated: entries for other row counts are kept, the row counts of this run replaced, provided
@@ -37,7 +44,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from preprocessing.atomic import atomic_write_text
 from preprocessing.report import markdown_table, package_versions, print_table
@@ -158,8 +165,40 @@ def _pick(manifest: dict, keys) -> dict:
     return {k: manifest[k] for k in keys if k in manifest}
 
 
-def bench_one(n: int, seed: int, work: str, advance) -> dict:
-    """The three stages for ``n`` rows; returns the result entry of ``n``."""
+def parse_workers(text: str) -> List[int]:
+    """``"2,4"`` -> ``[2, 4]``; ``""`` or ``"none"`` -> no cluster runs; each entry >= 2."""
+    if text.strip().lower() in ("", "none"):
+        return []
+    out = []
+    for part in text.split(","):
+        try:
+            k = int(part)
+        except ValueError:
+            raise ValueError(f"--cluster-workers: '{part}' is not a worker count") from None
+        if k < 2:
+            raise ValueError(f"--cluster-workers: a cluster has >= 2 workers, got {k}")
+        out.append(k)
+    return out
+
+
+NVTABULAR_KEYS = ("backend", "dask", "rows_in", "rows_out", "timings_s", "seconds",
+                  "rows_per_second", "peak_rss_mb")
+PANDAS_KEYS = ("implementation", "rows_in", "rows_out", "timings_s", "seconds",
+               "rows_per_second", "peak_rss_mb", "imports_nvtabular")
+
+
+def _stage_entry(directory: str, keys, wall: float, rss: float) -> dict:
+    """A preprocessing command's manifest fields plus what the parent measured."""
+    m = _manifest(directory)
+    return {**_pick(m, keys), "other_s": m["seconds"] - sum(m["timings_s"].values()),
+            "wall_s": wall, "rows_per_second_wall": sum(m["rows_in"].values()) / wall,
+            "child_peak_rss_mb": rss}
+
+
+def bench_one(n: int, seed: int, work: str, advance, cluster_workers: Sequence[int] = (),
+              threads_per_worker: int = 1) -> dict:
+    """Every stage for ``n`` rows; returns the result entry of ``n``."""
+    from preprocessing.splits import differing_columns
     gen, proc, base = (os.path.join(work, f"{k}_{n}") for k in ("gen", "proc", "pandas"))
     logs = os.path.join(work, "logs")
     os.makedirs(logs, exist_ok=True)
@@ -177,23 +216,28 @@ def bench_one(n: int, seed: int, work: str, advance) -> dict:
     advance(f"N={n:,}: NVTabular")
     wall, rss = run_child(["preprocessing.run", "--input", gen, "--out", proc, "--no-progress"],
                           os.path.join(logs, f"proc_{n}.log"))
-    m = _manifest(proc)
-    nvt = {**_pick(m, ("backend", "dask", "rows_in", "rows_out", "timings_s", "seconds",
-                       "rows_per_second", "peak_rss_mb")),
-           "other_s": m["seconds"] - sum(m["timings_s"].values()),
-           "wall_s": wall, "rows_per_second_wall": sum(m["rows_in"].values()) / wall,
-           "child_peak_rss_mb": rss}
+    nvt = _stage_entry(proc, NVTABULAR_KEYS, wall, rss)
+
+    cluster = {}
+    for k in cluster_workers:
+        advance(f"N={n:,}: NVTabular, {k} workers")
+        out = f"{proc}_workers{k}"
+        wall, rss = run_child(["preprocessing.run", "--input", gen, "--out", out,
+                               "--no-progress", "--workers", str(k), "--threads-per-worker",
+                               str(threads_per_worker)],
+                              os.path.join(logs, f"proc_{n}_workers{k}.log"))
+        entry = _stage_entry(out, NVTABULAR_KEYS, wall, rss)
+        entry["differing_columns"] = differing_columns(out, proc)
+        entry["outputs_equal"] = not entry["differing_columns"]
+        entry["vs_one_process"] = entry["rows_per_second"] / nvt["rows_per_second"]
+        cluster[str(k)] = entry
+        shutil.rmtree(out, ignore_errors=True)
     shutil.rmtree(proc, ignore_errors=True)
 
     advance(f"N={n:,}: pandas baseline")
     wall, rss = run_child(["benchmarks.pandas_baseline", "--input", gen, "--out", base,
                            "--no-progress"], os.path.join(logs, f"pandas_{n}.log"))
-    m = _manifest(base)
-    pandas = {**_pick(m, ("implementation", "rows_in", "rows_out", "timings_s", "seconds",
-                          "rows_per_second", "peak_rss_mb", "imports_nvtabular")),
-              "other_s": m["seconds"] - sum(m["timings_s"].values()),
-              "wall_s": wall, "rows_per_second_wall": sum(m["rows_in"].values()) / wall,
-              "child_peak_rss_mb": rss}
+    pandas = _stage_entry(base, PANDAS_KEYS, wall, rss)
     shutil.rmtree(base, ignore_errors=True)
     shutil.rmtree(gen, ignore_errors=True)
 
@@ -206,6 +250,7 @@ def bench_one(n: int, seed: int, work: str, advance) -> dict:
         "loadavg_1min": {"before": load_before[0], "after": os.getloadavg()[0]},
         "generator": generator,
         "nvtabular": nvt,
+        "nvtabular_cluster": cluster,
         "pandas": pandas,
         "rows_out_equal": nvt["rows_out"] == pandas["rows_out"],
         "ratio": {
@@ -214,6 +259,8 @@ def bench_one(n: int, seed: int, work: str, advance) -> dict:
             "rows_per_second_wall": nvt["rows_per_second_wall"] / pandas["rows_per_second_wall"],
             "fit_transform": (sum(pandas["timings_s"].values())
                               / sum(nvt["timings_s"].values())),
+            "cluster_rows_per_second": {k: c["rows_per_second"] / pandas["rows_per_second"]
+                                        for k, c in cluster.items()},
         },
     }
 
@@ -255,12 +302,37 @@ SUMMARY_HEADER = ["rows", "generator rows/s", "generator peak RSS MB", "NVTabula
                   "pandas peak RSS MB", "NVT/pandas rows/s"]
 
 
+def cluster_rows(results: Dict[str, dict]) -> List[List[str]]:
+    """One markdown row per (row count, worker count), the one-process run first."""
+    rows = []
+    for key in sorted(results, key=int):
+        r = results[key]
+        runs = [("1 (in-process)", r["nvtabular"], None)] + [
+            (k, c, c) for k, c in sorted(r.get("nvtabular_cluster", {}).items(),
+                                         key=lambda kv: int(kv[0]))]
+        for label, entry, cluster in runs:
+            rows.append([f"{r['rows']:,}", label, f"{entry['rows_per_second']:,.0f}",
+                         f"{entry['wall_s']:.1f}", f"{entry['child_peak_rss_mb']:,.0f}",
+                         f"{entry['rows_per_second'] / r['nvtabular']['rows_per_second']:.2f}",
+                         f"{entry['rows_per_second'] / r['pandas']['rows_per_second']:.2f}",
+                         "" if cluster is None else ("yes" if cluster["outputs_equal"]
+                                                     else "NO")])
+    return rows
+
+
+CLUSTER_HEADER = ["rows", "workers", "rows/s", "wall s", "peak RSS MB (largest process)",
+                  "vs one process", "vs pandas", "output equal"]
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """CLI entry point: ``python -m benchmarks.run``."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", default="1000000,10000000",
                         help="comma-separated row counts (default 1000000,10000000)")
+    parser.add_argument("--cluster-workers", default="2,4",
+                        help="LocalCluster worker counts to run too (default 2,4; none: skip)")
+    parser.add_argument("--threads-per-worker", type=int, default=1)
     parser.add_argument("--out", default=DEFAULT_OUT, help="results directory")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--workdir", default=None,
@@ -271,6 +343,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     try:
         row_counts = parse_rows(args.rows)
+        cluster_workers = parse_workers(args.cluster_workers)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -283,7 +356,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     doc = {"benchmark": "foundation", "date": date, "machine": machine_info(),
            "versions": versions(), "command": " ".join(["python -m benchmarks.run", *(
                argv if argv is not None else sys.argv[1:])]), "results": {}}
-    bar = tqdm(total=3 * len(row_counts), unit="stage", disable=args.no_progress,
+    bar = tqdm(total=(3 + len(cluster_workers)) * len(row_counts), unit="stage",
+               disable=args.no_progress,
                file=sys.stderr)
     state = {"started": False}
 
@@ -295,7 +369,8 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     try:
         for n in row_counts:
-            doc["results"][str(n)] = bench_one(n, args.seed, work, advance)
+            doc["results"][str(n)] = bench_one(n, args.seed, work, advance, cluster_workers,
+                                               args.threads_per_worker)
             r = doc["results"][str(n)]
             tqdm.write(f"N={n:,}: NVTabular {r['nvtabular']['rows_per_second']:,.0f} rows/s, "
                        f"pandas {r['pandas']['rows_per_second']:,.0f} rows/s, ratio "
@@ -317,6 +392,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     doc = merge_results(path, doc)
     atomic_write_text(path, json.dumps(doc, indent=2) + "\n")
     print(markdown_table(SUMMARY_HEADER, summary_rows(doc["results"])))
+    if any(r.get("nvtabular_cluster") for r in doc["results"].values()):
+        print(markdown_table(CLUSTER_HEADER, cluster_rows(doc["results"])))
     m = doc["machine"]
     print_table("benchmarks.run", [
         ("results", os.path.abspath(path)),

@@ -3,7 +3,8 @@
 Usage::
 
     python -m preprocessing.run --input GEN_DIR --out PROC_DIR [--workers N]
-        [--scheduler-address ADDR] [--config WORKFLOW.yaml] [--on-funnel-violation {error,drop}]
+        [--threads-per-worker T] [--scheduler-address ADDR] [--config WORKFLOW.yaml]
+        [--on-funnel-violation {error,drop}]
 
 The input is a canonical dataset directory (Parquet files, one day each, plus
 ``dataset_spec.json``), as written by ``preprocessing.generate`` or ``preprocessing.convert``.
@@ -20,8 +21,9 @@ Output, written atomically::
     PROC_DIR/manifest.json       rows per split, days, funnel drops, timing, versions
 
 Backends: cuDF and dask-cuDF when cuDF imports (GPU), pandas and dask otherwise; the same graph
-either way. ``--workers N`` (N > 1) starts a dask ``LocalCluster`` of N single-threaded worker
-processes; ``--scheduler-address`` uses an existing dask scheduler instead.
+either way. ``--workers N`` (N > 1) starts a dask ``LocalCluster`` of N worker processes with
+``--threads-per-worker`` threads each (default 1) and work stealing off (see ``dask_client``);
+``--scheduler-address`` uses an existing dask scheduler, on one machine or many, instead.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ import pyarrow.parquet as pq
 
 from preprocessing import columns as C
 from preprocessing.atomic import atomic_output_dir
+from preprocessing.read_once import read_once_dataset
 from preprocessing.report import (package_versions, peak_rss_mb, print_table,
                                   silence_known_warnings)
 from preprocessing.request_facts import write_request_facts
@@ -88,46 +91,69 @@ def split_files_by_day(files: List[str], spec: C.DatasetSpec, config: WorkflowCo
     return out
 
 
+def prepare_worker() -> None:
+    """What every dask worker needs before it runs a task of ours: TensorFlow kept out (as
+    in the command itself) and the fixes of ``preprocessing.merlin_patches`` installed. Without
+    them a worker runs merlin's slow list helpers and its index-dependent hash, so a cluster
+    run was slower than one process and hashed the long tail differently."""
+    from preprocessing import merlin_patches
+    from preprocessing.tensorflow_free import keep_tensorflow_out
+    keep_tensorflow_out()
+    merlin_patches.apply()
+
+
 @contextlib.contextmanager
-def dask_client(workers: int, scheduler_address: Optional[str]):
-    """A dask client for the run: an existing scheduler, a LocalCluster, or none (in-process)."""
-    if scheduler_address:
-        from distributed import Client
-        client = Client(scheduler_address)
-        try:
-            yield client
-        finally:
-            client.close()
-    elif workers > 1:
+def dask_client(workers: int, scheduler_address: Optional[str], threads_per_worker: int = 1):
+    """A dask client for the run: an existing scheduler, a LocalCluster, or none (in-process).
+
+    Every worker, present or joining later, runs ``prepare_worker`` first (a worker plugin).
+    The LocalCluster's scheduler does not steal work: a stolen task takes its input partition
+    with it, and a partition with a list column pickles element by element (at 10M rows one
+    such transfer took 39 s, and the 2-worker run was slower than one process). Each task
+    then runs where its partition was read. Start an external scheduler the same way
+    (``DASK_DISTRIBUTED__SCHEDULER__WORK_STEALING=False dask scheduler``; README)."""
+    if scheduler_address or workers > 1:
+        import dask
         from distributed import Client, LocalCluster
-        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                          dashboard_address=None, silence_logs=40) as cluster, \
-                Client(cluster) as client:
+        with contextlib.ExitStack() as stack:
+            if scheduler_address:
+                client = stack.enter_context(Client(scheduler_address))
+            else:
+                with dask.config.set({"distributed.scheduler.work-stealing": False}):
+                    cluster = stack.enter_context(LocalCluster(
+                        n_workers=workers, threads_per_worker=threads_per_worker,
+                        processes=True, dashboard_address=None, silence_logs=40))
+                client = stack.enter_context(Client(cluster))
+            client.register_worker_plugin(_PreparedWorker(), name="extcvr-prepare-worker")
             yield client
     else:
         yield None
 
 
+class _PreparedWorker:
+    """A dask worker plugin (duck-typed, as distributed allows) that calls ``prepare_worker``."""
+
+    def setup(self, worker) -> None:
+        """Called by distributed on every worker when it starts or when registered."""
+        prepare_worker()
+
+
 def _dataset(files: List[str], spec: C.DatasetSpec, drop_violations: bool, part_size: str,
              cpu: bool):
-    """A merlin Dataset over ``files``, without funnel-violating rows when asked."""
-    from merlin.io import Dataset
-    if not drop_violations:
-        return Dataset(files, engine="parquet", part_size=part_size, cpu=cpu)
-    import dask.dataframe as dd
-    ddf = dd.read_parquet(files)
-    keep = None
-    for later, earlier in funnel_rules(spec.targets):
-        ok = ~((ddf[later] == 1) & (ddf[earlier] == 0))
-        keep = ok if keep is None else keep & ok
-    return Dataset(ddf[keep], cpu=cpu)
+    """A merlin Dataset over ``files`` (read once per computation, ``preprocessing.read_once``),
+    without funnel-violating rows when asked."""
+    funnel = funnel_rules(spec.targets) if drop_violations else ()
+    return read_once_dataset(files, part_size, cpu, funnel)
 
 
 def run(input_dir: str, out: str, config: Optional[WorkflowConfig] = None, workers: int = 1,
         scheduler_address: Optional[str] = None, on_funnel_violation: str = "error",
-        progress: bool = True) -> dict:
+        progress: bool = True, threads_per_worker: int = 1) -> dict:
     """Validate, fit on the training days, transform all splits; returns the manifest."""
     config = config or WorkflowConfig()
+    if workers < 1 or threads_per_worker < 1:
+        raise ValueError(f"workers ({workers}) and threads_per_worker ({threads_per_worker}) "
+                         "must be >= 1")
     t0 = time.perf_counter()
     list_parquet_files(input_dir)  # an empty or absent input fails before anything else
     spec = C.DatasetSpec.load(input_dir)
@@ -138,7 +164,8 @@ def run(input_dir: str, out: str, config: Optional[WorkflowConfig] = None, worke
     gpu = has_gpu_dataframes()
     drop = bool(funnel.total)
     timings: Dict[str, float] = {}
-    with atomic_output_dir(out) as staging, dask_client(workers, scheduler_address):
+    with atomic_output_dir(out) as staging, dask_client(workers, scheduler_address,
+                                                          threads_per_worker):
         scratch = os.path.join(staging, ".categories-fit")
         workflow = build_workflow(spec, config, categories_path=scratch)
         datasets = {s: _dataset(fs, spec, drop, config.part_size, cpu=not gpu)
@@ -172,7 +199,8 @@ def run(input_dir: str, out: str, config: Optional[WorkflowConfig] = None, worke
             "input": os.path.abspath(input_dir),
             "backend": "cudf" if gpu else "pandas",
             "dask": ("scheduler " + scheduler_address if scheduler_address else
-                     f"LocalCluster({workers} workers)" if workers > 1 else "in-process"),
+                     f"LocalCluster({workers} workers x {threads_per_worker} threads)"
+                     if workers > 1 else "in-process"),
             "files": {s: [os.path.basename(f) for f in fs] for s, fs in by_split.items()},
             "rows_in": rows_in,
             "rows_out": rows_out,
@@ -225,6 +253,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--out", required=True, help="output directory (replaced atomically)")
     parser.add_argument("--workers", type=int, default=1,
                         help="dask LocalCluster worker processes (1 = in-process)")
+    parser.add_argument("--threads-per-worker", type=int, default=1,
+                        help="threads of each LocalCluster worker process (with --workers)")
     parser.add_argument("--scheduler-address", default=None,
                         help="address of an existing dask scheduler, e.g. tcp://host:8786")
     parser.add_argument("--config", default=None, help="YAML file of WorkflowConfig fields")
@@ -235,7 +265,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         manifest = run(args.input, args.out, load_workflow_config(args.config), args.workers,
                        args.scheduler_address, args.on_funnel_violation,
-                       progress=not args.no_progress)
+                       progress=not args.no_progress,
+                       threads_per_worker=args.threads_per_worker)
     except (InputValidationError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -53,3 +53,34 @@ def point_file_list_at(staging_split: str, final_split: str) -> None:
                          if line.strip()]
     with open(path, "w") as fh:
         fh.write("\n".join(fixed) + "\n")
+
+
+def differing_columns(first: str, second: str, splits: Sequence[str] = ("train", "valid", "test")
+                      ) -> List[str]:
+    """``split/column`` names whose values differ between two processed outputs (row order
+    included; the Parquet part boundaries may differ). One column at a time, so memory stays
+    at one column of one split, even at 10M rows."""
+    differ: List[str] = []
+    for split in splits:
+        a_dir, b_dir = os.path.join(first, split), os.path.join(second, split)
+        a_cols = pq.read_schema(split_parts(a_dir)[0]).names
+        b_cols = pq.read_schema(split_parts(b_dir)[0]).names
+        if a_cols != b_cols:
+            differ.append(f"{split}/<columns: {a_cols} vs {b_cols}>")
+            continue
+        for col in a_cols:
+            a = read_split_table(a_dir, [col]).column(0)
+            b = read_split_table(b_dir, [col]).column(0)
+            if not a.equals(b):
+                differ.append(f"{split}/{col}")
+    return differ
+
+
+def differing_vocabularies(first: str, second: str) -> List[str]:
+    """Categorify vocabulary files (``workflow/categories``) that differ between two outputs."""
+    dirs = [os.path.join(d, "workflow", "categories") for d in (first, second)]
+    names = [sorted(os.listdir(d)) for d in dirs]
+    if names[0] != names[1]:
+        return [f"<files: {names[0]} vs {names[1]}>"]
+    return [n for n in names[0] if not pq.read_table(os.path.join(dirs[0], n)).equals(
+        pq.read_table(os.path.join(dirs[1], n)))]

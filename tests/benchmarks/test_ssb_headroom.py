@@ -1,6 +1,5 @@
 """The selection-bias headroom diagnostic runs on generated data and reports both fits."""
 
-import pytest
 
 from benchmarks.ssb_headroom import headroom, main
 

@@ -11,7 +11,7 @@ import pytest
 
 from preprocessing import columns as C
 from preprocessing.run import main, run
-from preprocessing.splits import read_split
+from preprocessing.splits import differing_columns, differing_vocabularies, read_split
 from preprocessing.validate import InputValidationError
 
 
@@ -222,3 +222,27 @@ def test_converted_real_aliccp_samples_preprocess_end_to_end(tmp_path):
     assert manifest["rows_out"] == {"train": 100, "valid": 50, "test": 50}
     test = read_split(str(tmp_path / "proc" / "test"))
     assert {"click", "purchase", "user_id", "app_id"} <= set(test.columns)
+
+
+def test_fast_cpu_path_writes_what_stock_nvtabular_writes(small_generated, small_processed,
+                                                          tmp_path):
+    """The reference: NVTabular 23.08's own Parquet reader, merge-based Categorify encoding
+    and list helpers (``benchmarks.stock_equality``; the value-only hash stays)."""
+    import nvtabular.ops.categorify as categorify
+    from benchmarks.stock_equality import stock_nvtabular
+    from preprocessing import merlin_patches
+    out = str(tmp_path / "stock")
+    with stock_nvtabular():
+        run(small_generated, out, progress=False)
+        assert categorify._encode is merlin_patches.original("_encode")  # the stock path ran
+    assert categorify._encode is merlin_patches.encode_categories  # and is undone
+    assert differing_columns(out, small_processed) == []
+    assert differing_vocabularies(out, small_processed) == []
+
+
+def test_a_two_process_cluster_writes_what_one_process_writes(small_generated, small_processed,
+                                                             tmp_path):
+    out = str(tmp_path / "cluster")
+    manifest = run(small_generated, out, workers=2, progress=False)
+    assert manifest["dask"] == "LocalCluster(2 workers x 1 threads)"
+    assert differing_columns(out, small_processed) == []
