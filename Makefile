@@ -71,6 +71,7 @@ bench: $(VENV_DEP)
 	@if [ ! -f $(BENCH_DIR)/runs/esmm/metrics.json ]; then \
 	  $(PY) -m models.train --model esmm --data $(BENCH_DIR)/processed --out $(BENCH_DIR)/runs/esmm --seed $(SEED) --config models/configs/demo.yaml; fi
 	$(PY) -m benchmarks.serving_bench --run $(BENCH_DIR)/runs/esmm --workflow $(BENCH_DIR)/processed/workflow
+	$(PY) -m benchmarks.report
 
 clean:
 	rm -rf $(DEMO_DIR) $(BENCH_DIR) .pytest_cache

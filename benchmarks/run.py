@@ -93,7 +93,11 @@ def _read_first(path: str) -> Optional[str]:
 
 
 def machine_info() -> Dict[str, object]:
-    """Platform, CPU model, CPUs and memory of this machine (and its cgroup limits if any)."""
+    """Platform, CPU model, CPUs and memory of this machine (and its cgroup limits if any), and
+    ``devices``: ``preprocessing.device``'s decision in this process (GPUs, cuDF, TensorFlow's
+    GPUs when it is loaded, Triton kind, ONNX Runtime provider), so that every results JSON
+    says whether it ran on a GPU."""
+    from preprocessing.device import detect
     cpu_model = None
     for line in (_read_first("/proc/cpuinfo") or "").splitlines():
         if line.lower().startswith("model name"):
@@ -122,6 +126,7 @@ def machine_info() -> Dict[str, object]:
     mem_max = _read_first("/sys/fs/cgroup/memory.max")
     if mem_max and mem_max.isdigit():
         info["cgroup_mem_gb"] = round(int(mem_max) / 1024 ** 3, 2)
+    info["devices"] = detect().to_dict()
     return info
 
 

@@ -6,13 +6,16 @@ Usage::
         [--out benchmarks/results] [--batches 1,16,256] [--concurrency 1,4,16]
         [--protocols http,grpc] [--window-ms 2000] [--soak-s 60] [--instances ...]
 
-1. exports the run (``serving.export``, CPU target) to a temp dir and starts the server;
+1. exports the run (``serving.export``, CPU target; the predict step's instances as
+   ``preprocessing.device`` decides: ``KIND_GPU`` with a GPU tritonserver) to a temp dir and
+   starts the server (``serving.serve``: the GPU build when the decision is ``KIND_GPU``);
 2. ``perf_analyzer`` (pip ``perf-analyzer``; needs Debian's ``libb64-0d``, installed here with
    apt-get when missing and permitted, else named in the error, and ``libcudart`` from the
    ``nvidia-cuda-runtime-cu12`` wheel on ``LD_LIBRARY_PATH``) over batch x concurrency x protocol,
    fed with real request rows of the test day (rows without a missing value: JSON has no NaN);
 3. the in-process baseline: the same three steps (``serving.steps``, what the Python-backend
-   models call) on the same rows in one process, predictions/s at the largest batch;
+   models call, predict on GPU 0 when its instances are ``KIND_GPU``) on the same rows in one
+   process, predictions/s at the largest batch;
 4. the ratio ensemble / in-process at the largest batch and concurrency 4: the overhead of the
    ensemble, the Python-backend IPC and the transport;
 5. a soak at concurrency 16 for ``--soak-s`` seconds: failed requests (the server's
@@ -129,12 +132,14 @@ def run_perf(url: str, protocol: str, batch: int, concurrency: int, data: str, w
     return row
 
 
-def in_process(repo: str, rows: pd.DataFrame, batch: int, seconds: float) -> Dict:
-    """The three steps called directly, on request tensors prepared beforehand."""
+def in_process(repo: str, rows: pd.DataFrame, batch: int, seconds: float,
+               gpu: Optional[int] = None) -> Dict:
+    """The three steps called directly, on request tensors prepared beforehand (predict on
+    ``gpu``, as a ``KIND_GPU`` instance of that device would)."""
     from serving.preprocess import request_tensors
     from serving.steps import CalibrateStep, PredictStep, PreprocessStep
     pre = PreprocessStep(os.path.join(repo, "preprocess", "1"))
-    pred = PredictStep(os.path.join(repo, "predict", "1"))
+    pred = PredictStep(os.path.join(repo, "predict", "1"), gpu=gpu)
     cal = CalibrateStep(os.path.join(repo, "calibrate", "1"))
     t = pre.transformer
     reps = int(np.ceil(batch / len(rows)))
@@ -229,7 +234,7 @@ def soak(server, data: str, env: Dict, seconds: int, batch: int, workdir: str) -
     return row
 
 
-def plot(grid: List[Dict], path: str) -> None:
+def plot(grid: List[Dict], path: str, device: str = "CPU") -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -248,7 +253,7 @@ def plot(grid: List[Dict], path: str) -> None:
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.legend(fontsize=7)
-    fig.suptitle("extcvr ensemble on Triton (CPU)")
+    fig.suptitle(f"extcvr ensemble on Triton ({device})")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -257,6 +262,7 @@ def plot(grid: List[Dict], path: str) -> None:
 def main(argv: Optional[List[str]] = None) -> int:
     """CLI entry point: ``python -m benchmarks.serving_bench``."""
     from benchmarks.run import machine_info
+    from preprocessing.device import KIND_GPU, detect
     from serving.export import export, parse_instances
     from serving.serve import TritonServer
     parser = argparse.ArgumentParser(prog="python -m benchmarks.serving_bench",
@@ -285,10 +291,13 @@ def main(argv: Optional[List[str]] = None) -> int:
                     "window_ms": args.window_ms}
     try:
         repo = os.path.join(work, "repo")
+        kind = detect().triton_kind
         info = export(args.run, args.workflow, repo, args.calibrator,
-                      instances=parse_instances(args.instances), max_batch_size=max(batches))
+                      instances=parse_instances(args.instances), max_batch_size=max(batches),
+                      instance_kind=kind)
         record["export"] = {k: info[k] for k in ("instances", "max_batch_size", "executor",
                                                  "max_queue_delay_us", "calibrator")}
+        record["export"]["predict_instance_kind"] = kind
         rows = request_rows(os.path.dirname(os.path.abspath(args.workflow)))
         data = os.path.join(work, "input.json")
         perf_input_json(rows, info, data)
@@ -312,7 +321,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         finally:
             record["server_stop_code"] = server.stop()
         # In-process baseline after the server is gone: it gets the machine to itself too.
-        record["in_process"] = [in_process(repo, rows, b, args.inprocess_s)
+        record["in_process"] = [in_process(repo, rows, b, args.inprocess_s,
+                                           gpu=0 if kind == KIND_GPU else None)
                                 for b in sorted({max(batches), 1})]
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -331,7 +341,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     path = os.path.join(args.out, f"serving_{record['date']}.json")
     atomic_write_text(path, json.dumps(record, indent=2) + "\n")
     png = os.path.join(args.out, f"serving_{record['date']}.png")
-    plot(grid, png)
+    plot(grid, png, "GPU" if kind == KIND_GPU else "CPU")
     s = record["soak"]
     print_table("benchmarks.serving_bench", [
         ("server ready after", f"{record['server_ready_s']} s"),

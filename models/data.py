@@ -19,7 +19,8 @@ from preprocessing.splits import split_parts
 
 
 def load_schema(data_dir: str, split: str = "train"):
-    """The Merlin schema of a processed split (``schema.pbtxt`` written by the workflow)."""
+    """The Merlin schema of a processed split (``schema.pbtxt`` written by the workflow).
+    Read on the CPU whatever ``preprocessing.device`` decides: only metadata is read."""
     merlin_patches.apply()
     from merlin.io import Dataset
     return Dataset(split_parts(os.path.join(data_dir, split)), engine="parquet",
@@ -33,20 +34,21 @@ def model_columns(schema, targets: Sequence[str]) -> List[str]:
 
 def split_dataset(data_dir: str, split: str, columns: Sequence[str]):
     """A merlin Dataset over one split, restricted to ``columns``."""
+    return parts_dataset(split_parts(os.path.join(data_dir, split)), columns)
+
+
+def parts_dataset(parts: Sequence[str], columns: Sequence[str]):
+    """A merlin Dataset over Parquet ``parts`` for the TensorFlow loader, restricted to
+    ``columns``: cuDF partitions (batches on the GPU) or pandas ones, as
+    ``preprocessing.device`` decides (``loader_cpu``; TensorFlow is imported, so its GPUs
+    count)."""
     merlin_patches.apply()
     from merlin.io import Dataset
-    cpu = not _has_gpu()
-    ds = Dataset(split_parts(os.path.join(data_dir, split)), engine="parquet", cpu=cpu)
+
+    from preprocessing.device import detect
+    ds = Dataset(list(parts), engine="parquet", cpu=detect().loader_cpu)
     ds.schema = ds.schema.select_by_name(list(columns))
     return ds
-
-
-def _has_gpu() -> bool:
-    try:
-        import cudf  # noqa: F401
-        return bool(tf.config.list_physical_devices("GPU"))
-    except Exception:
-        return False
 
 
 def batches(dataset, batch_size: int, shuffle: bool, seed: Optional[int] = None,

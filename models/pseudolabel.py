@@ -48,12 +48,9 @@ def _teacher_signature(teacher_run: str):
 
 def _part_scores(part: str, serve, specs, columns: List[str], batch_size: int) -> np.ndarray:
     """The teacher's pCVR of every row of one Parquet part, in file order."""
-    from merlin.io import Dataset
-
-    from models.data import _has_gpu, batches
+    from models.data import batches, parts_dataset
     from models.export import cast_to_signature
-    ds = Dataset([part], engine="parquet", cpu=not _has_gpu())
-    ds.schema = ds.schema.select_by_name(columns)
+    ds = parts_dataset([part], columns)
     out = [serve(**cast_to_signature(x, specs))["pcvr"].numpy().reshape(-1)
            for x, _ in batches(ds, batch_size, shuffle=False)]
     return np.concatenate(out).astype(np.float32) if out else np.zeros(0, np.float32)

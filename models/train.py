@@ -21,8 +21,9 @@ here like any other model; ``--resume`` continues whichever stage was interrupte
 ``RUN_DIR`` holds ``config.json`` (resolved), ``metrics.json`` (history, throughput, test
 metrics, ``wall_seconds`` from the start of training, or of AutoHERI's search, to its end),
 ``saved_model/`` (a SavedModel with a ``serving_default`` signature), ``signature.json``,
-``checkpoints/`` and ``tensorboard/``. With several GPUs visible the model is built under
-``tf.distribute.MirroredStrategy`` (written for the NGC container, not verified here).
+``checkpoints/`` and ``tensorboard/``. With several GPUs visible to TensorFlow
+(``preprocessing.device``) the model is built under ``tf.distribute.MirroredStrategy`` (written
+for the NGC container, not verified here).
 """
 
 from __future__ import annotations
@@ -55,9 +56,12 @@ def _epoch_seed(seed: int, epoch: int) -> int:
 
 
 def _strategy():
+    """``MirroredStrategy`` when TensorFlow sees several GPUs (``preprocessing.device``),
+    else the default strategy."""
     import tensorflow as tf
-    gpus = tf.config.list_physical_devices("GPU")
-    if len(gpus) > 1:  # pragma: no cover - needs several GPUs
+
+    from preprocessing.device import detect
+    if (detect().tensorflow_gpus or 0) > 1:  # pragma: no cover - needs several GPUs
         return tf.distribute.MirroredStrategy()
     return tf.distribute.get_strategy()
 

@@ -13,7 +13,8 @@ Partitions are what merlin's Parquet engine would make of the same ``part_size``
 ``part_size / (in-memory size of the first row group)`` row groups of one file, so that the
 statistics are summed in the same order. Funnel-violating rows are dropped inside the read when
 asked. The reader is pandas (through pyarrow) on the CPU
-and cuDF on the GPU; everything after the read is NVTabular's own graph either way.
+and cuDF on the GPU (``cpu``: the caller passes ``preprocessing.device``'s ``dataset_cpu``);
+everything after the read is NVTabular's own graph either way.
 """
 
 from __future__ import annotations

@@ -20,9 +20,10 @@ Output, written atomically::
     PROC_DIR/dataset_spec.json   the input's column roles
     PROC_DIR/manifest.json       rows per split, days, funnel drops, timing, versions
 
-Backends: cuDF and dask-cuDF when cuDF imports (GPU), pandas and dask otherwise; the same graph
-either way. ``--workers N`` (N > 1) starts a dask ``LocalCluster`` of N worker processes with
-``--threads-per-worker`` threads each (default 1) and work stealing off (see ``dask_client``);
+Backends: cuDF and dask-cuDF on a GPU, pandas and dask otherwise, as ``preprocessing.device``
+decides (``EXTCVR_FORCE_CPU=1`` forces pandas); the same graph either way. ``--workers N``
+(N > 1) starts a dask ``LocalCluster`` of N worker processes with ``--threads-per-worker`` threads
+each (default 1) and work stealing off (see ``dask_client``);
 ``--scheduler-address`` uses an existing dask scheduler, on one machine or many, instead.
 """
 
@@ -42,6 +43,7 @@ import pyarrow.parquet as pq
 
 from preprocessing import columns as C
 from preprocessing.atomic import atomic_output_dir
+from preprocessing.device import detect
 from preprocessing.read_once import read_once_dataset
 from preprocessing.report import (package_versions, peak_rss_mb, print_table,
                                   silence_known_warnings)
@@ -52,15 +54,6 @@ from preprocessing.validate import (InputValidationError, funnel_rules, list_par
 from preprocessing.workflow import WorkflowConfig, build_workflow, load_workflow_config
 
 SPLITS = ("train", "valid", "test")
-
-
-def has_gpu_dataframes() -> bool:
-    """True when cuDF imports, i.e. the GPU path of NVTabular is available."""
-    try:
-        import cudf  # noqa: F401
-        return True
-    except Exception:
-        return False
 
 
 def split_files_by_day(files: List[str], spec: C.DatasetSpec, config: WorkflowConfig
@@ -161,14 +154,14 @@ def run(input_dir: str, out: str, config: Optional[WorkflowConfig] = None, worke
     by_split = split_files_by_day(files, spec, config)
     rows_in = {s: sum(pq.ParquetFile(f).metadata.num_rows for f in fs)
                for s, fs in by_split.items()}
-    gpu = has_gpu_dataframes()
+    devices = detect()
     drop = bool(funnel.total)
     timings: Dict[str, float] = {}
     with atomic_output_dir(out) as staging, dask_client(workers, scheduler_address,
                                                           threads_per_worker):
         scratch = os.path.join(staging, ".categories-fit")
         workflow = build_workflow(spec, config, categories_path=scratch)
-        datasets = {s: _dataset(fs, spec, drop, config.part_size, cpu=not gpu)
+        datasets = {s: _dataset(fs, spec, drop, config.part_size, cpu=devices.dataset_cpu)
                     for s, fs in by_split.items()}
         steps = ["fit"] + [f"transform {s}" for s in SPLITS]
         with _progress(steps, progress) as advance:
@@ -197,7 +190,7 @@ def run(input_dir: str, out: str, config: Optional[WorkflowConfig] = None, worke
         total_in = sum(rows_in.values())
         manifest = {
             "input": os.path.abspath(input_dir),
-            "backend": "cudf" if gpu else "pandas",
+            "backend": devices.dataframes,
             "dask": ("scheduler " + scheduler_address if scheduler_address else
                      f"LocalCluster({workers} workers x {threads_per_worker} threads)"
                      if workers > 1 else "in-process"),

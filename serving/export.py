@@ -6,7 +6,7 @@ Usage::
         --out triton_repo/cpu [--target {cpu,ngc}] [--max-batch-size 1024]
         [--instances preprocess=1,predict=1,calibrate=1] [--queue-delay-us 100]
         [--nullable auto|none|COL,COL] [--max-list N] [--executor {lean,merlin}]
-        [--tf-threads 1] [--probe RAW.parquet]
+        [--tf-threads 1] [--probe RAW.parquet] [--instance-kind {auto,KIND_CPU,KIND_GPU}]
 
 The repository is self-contained and relocatable: every artifact a step needs (the saved
 workflow, the SavedModel / ONNX model, the calibrator JSON) and the project code the step imports
@@ -28,8 +28,16 @@ it (its ``export.json``), never another directory. It holds:
   ``--target ngc``: ``platform: "tensorflow_savedmodel"`` on a batched wrapper of the
   SavedModel (``model.savedmodel``), instances on the GPU, for the NGC tritonserver (written,
   not run here: this machine has no TF backend and no GPU).
+  Its instances are ``--instance-kind``: ``auto`` (default for ``--target cpu``) asks
+  ``preprocessing.device`` (``KIND_GPU`` with a GPU and a GPU build of tritonserver, e.g. in the
+  NGC container; ``KIND_CPU`` otherwise); ``--target ngc`` defaults to ``KIND_GPU``. On a
+  ``KIND_GPU`` instance the ONNX runtime uses ONNX Runtime's CUDA provider when installed
+  (``serving.steps.PredictStep``); the probe check below runs with the same providers.
 - ``calibrate`` (Python backend): ``CAL_DIR`` copied into ``calibrate/1/calibrator``; without
   ``--calibrator`` the identity.
+
+``preprocess`` and ``calibrate`` are ``KIND_CPU`` whatever the decision: per-request numpy /
+pandas work on a few hundred rows, where a GPU would add transfers and gain nothing.
 
 Every compute step has dynamic batching and a configurable instance count. ``--nullable auto``
 (default) allows NaN = missing in the continuous columns that had missing values in the training
@@ -54,6 +62,7 @@ from typing import Dict, List, Optional, Sequence
 
 from preprocessing import columns as C
 from preprocessing.atomic import atomic_output_dir
+from preprocessing.device import KIND_CPU, KIND_GPU, detect
 from preprocessing.report import print_table
 from preprocessing.request_facts import load_request_facts
 from serving.code_bundle import copy_code
@@ -68,6 +77,7 @@ RUNTIMES = ("onnx", "tf")
 STEPS = ("preprocess", "predict", "calibrate")
 OUTPUTS = ("pctr", "pcvr", "pctcvr")
 TYPES = {"int64": "TYPE_INT64", "float32": "TYPE_FP32"}
+INSTANCE_KINDS = (KIND_CPU, KIND_GPU)
 
 
 def _tensor(name: str, dtype: str, dims: Sequence[int]) -> str:
@@ -80,11 +90,23 @@ def _io(kind: str, tensors: List[str]) -> str:
 
 
 def _python_config(name: str, max_batch: int, inputs: List[str], outputs: List[str],
-                   instances: int, delay_us: int) -> str:
+                   instances: int, delay_us: int, kind: str = KIND_CPU) -> str:
     return (f'name: "{name}"\nbackend: "python"\nmax_batch_size: {max_batch}\n'
             + _io("input", inputs) + _io("output", outputs)
             + f"dynamic_batching {{ max_queue_delay_microseconds: {delay_us} }}\n"
-            + f"instance_group [ {{ count: {instances} kind: KIND_CPU }} ]\n")
+            + f"instance_group [ {{ count: {instances} kind: {kind} }} ]\n")
+
+
+def resolve_instance_kind(instance_kind: Optional[str], target: str) -> str:
+    """The ``predict`` step's ``instance_group`` kind: ``KIND_CPU`` / ``KIND_GPU`` as given;
+    ``None`` / ``"auto"``: ``KIND_GPU`` for ``--target ngc`` (the NGC container's GPU
+    server), else ``preprocessing.device``'s decision for this machine."""
+    if instance_kind in (None, "auto"):
+        return KIND_GPU if target == "ngc" else detect().triton_kind
+    if instance_kind not in INSTANCE_KINDS:
+        raise ValueError(f"--instance-kind must be auto or one of {INSTANCE_KINDS}; "
+                         f"got {instance_kind!r}")
+    return instance_kind
 
 
 def _map(pairs: Dict[str, str], kind: str) -> str:
@@ -151,7 +173,8 @@ def export(run_dir: str, workflow_dir: str, out: str, calibrator: Optional[str] 
            target: str = "cpu", max_batch_size: int = 1024, instances: Optional[Dict] = None,
            delay_us: int = 100, nullable="auto", max_list: Optional[int] = None,
            executor: str = "lean", spec_dir: Optional[str] = None,
-           tf_threads: int = 1, runtime: str = "onnx", probe: Optional[str] = None) -> Dict:
+           tf_threads: int = 1, runtime: str = "onnx", probe: Optional[str] = None,
+           instance_kind: Optional[str] = None) -> Dict:
     """Write the model repository ``out``; returns the content of its ``export.json``.
 
     Args:
@@ -164,6 +187,7 @@ def export(run_dir: str, workflow_dir: str, out: str, calibrator: Optional[str] 
         spec_dir: where ``dataset_spec.json`` is, when not beside the workflow.
         probe: a raw Parquet file whose rows check the ONNX model (default: rows synthesised
             from the workflow's fitted state).
+        instance_kind: the ``predict`` step's instances; see :func:`resolve_instance_kind`.
         Others: see the module docstring and ``--help``.
 
     Raises:
@@ -177,6 +201,7 @@ def export(run_dir: str, workflow_dir: str, out: str, calibrator: Optional[str] 
         raise ValueError(f"--max-batch-size must be >= 1; got {max_batch_size}")
     if runtime not in RUNTIMES:
         raise ValueError(f"--runtime must be one of {RUNTIMES}; got {runtime!r}")
+    kind = resolve_instance_kind(instance_kind, target)
     check_replaceable(out)
     instances = instances or {s: 1 for s in STEPS}
     for path, what in ((os.path.join(run_dir, "saved_model"), "SavedModel"),
@@ -272,10 +297,11 @@ def export(run_dir: str, workflow_dir: str, out: str, calibrator: Optional[str] 
                 convert_saved_model(saved_model, onnx_path)
                 onnx_max_diff = check_against_tensorflow(
                     saved_model, onnx_path,
-                    probe_feed(workflow_dir, spec, signature["inputs"], probe))
+                    probe_feed(workflow_dir, spec, signature["inputs"], probe),
+                    providers=detect().onnx_providers(0 if kind == KIND_GPU else None))
             with open(os.path.join(stage, "predict", "config.pbtxt"), "w") as fh:
                 fh.write(_python_config("predict", mb, proc_tensors(), pred_out,
-                                        instances["predict"], delay_us))
+                                        instances["predict"], delay_us, kind))
         else:
             d = os.path.join(stage, "predict", "1")
             os.makedirs(d)
@@ -287,7 +313,7 @@ def export(run_dir: str, workflow_dir: str, out: str, calibrator: Optional[str] 
                          + _io("output", pred_out)
                          + f"dynamic_batching {{ max_queue_delay_microseconds: {delay_us} }}\n"
                          + f"instance_group [ {{ count: {instances['predict']} "
-                           f"kind: KIND_GPU }} ]\n")
+                           f"kind: {kind} }} ]\n")
         # calibrate
         d = version_dir("calibrate", {"fields": fields})
         if calibrator:
@@ -388,17 +414,22 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--probe", default=None,
                         help="raw Parquet rows that check the ONNX model (default: rows "
                              "synthesised from the workflow's fitted vocabularies)")
+    parser.add_argument("--instance-kind", default="auto", choices=("auto", *INSTANCE_KINDS),
+                        help="the predict step's Triton instances (auto: KIND_GPU for --target "
+                             "ngc, else preprocessing.device's decision)")
     args = parser.parse_args(argv)
     try:
         info = export(args.run, args.workflow, args.out, args.calibrator, args.target,
                       args.max_batch_size, parse_instances(args.instances), args.queue_delay_us,
                       args.nullable, args.max_list, args.executor, tf_threads=args.tf_threads,
-                      runtime=args.runtime, probe=args.probe)
+                      runtime=args.runtime, probe=args.probe,
+                      instance_kind=args.instance_kind)
     except (FileNotFoundError, FileExistsError, ValueError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print_table("serving.export", [
         ("repository", os.path.abspath(args.out)), ("target", info["target"]),
+        ("predict instances", resolve_instance_kind(args.instance_kind, args.target)),
         ("ensemble", f"{ENSEMBLE}: preprocess -> predict -> calibrate"),
         ("calibrator", info["calibrator"] or "identity"),
         ("predict runtime", info["runtime"] + (

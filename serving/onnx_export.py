@@ -14,11 +14,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from typing import Dict, Mapping
+from typing import Dict, Mapping, Optional, Sequence
 
 import numpy as np
 
 OPSET = 15
+CPU_PROVIDER = "CPUExecutionProvider"
 OUTPUTS = ("pctr", "pcvr")
 
 
@@ -41,21 +42,25 @@ def convert_saved_model(saved_model: str, onnx_path: str, opset: int = OPSET) ->
 
 
 class OnnxModel:
-    """The exported model under an ONNX Runtime CPU session.
+    """The exported model under an ONNX Runtime session.
 
     Args:
         onnx_path: the ``model.onnx`` written by ``convert_saved_model``.
         threads: intra/inter-op threads (0 = ONNX Runtime's default).
+        providers: the session's execution providers (default: the CPU provider only); a
+            ``KIND_GPU`` predict instance passes ``preprocessing.device``'s
+            ``onnx_providers(gpu)``.
     """
 
-    def __init__(self, onnx_path: str, threads: int = 1):
+    def __init__(self, onnx_path: str, threads: int = 1,
+                 providers: Optional[Sequence[object]] = None):
         import onnxruntime as ort
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = threads
         self.session = ort.InferenceSession(onnx_path, options,
-                                            providers=["CPUExecutionProvider"])
+                                            providers=list(providers or [CPU_PROVIDER]))
         self.outputs = [o.name for o in self.session.get_outputs() if o.name in OUTPUTS]
 
     def __call__(self, feed: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
@@ -66,8 +71,10 @@ class OnnxModel:
 
 
 def check_against_tensorflow(saved_model: str, onnx_path: str, feed: Mapping[str, np.ndarray],
-                             tolerance: float = 1e-5) -> float:
-    """Max abs difference of ``pctr`` / ``pcvr`` between the SavedModel and the ONNX model.
+                             tolerance: float = 1e-5,
+                             providers: Optional[Sequence[object]] = None) -> float:
+    """Max abs difference of ``pctr`` / ``pcvr`` between the SavedModel and the ONNX model
+    (under ``providers``, those it will be served with; default the CPU provider).
 
     Raises:
         RuntimeError: the difference exceeds ``tolerance``.
@@ -75,7 +82,7 @@ def check_against_tensorflow(saved_model: str, onnx_path: str, feed: Mapping[str
     import tensorflow as tf
     serve = tf.saved_model.load(saved_model).signatures["serving_default"]
     ref = serve(**{k: tf.constant(v) for k, v in feed.items()})
-    got = OnnxModel(onnx_path)(feed)
+    got = OnnxModel(onnx_path, providers=providers)(feed)
     diff = max(float(np.max(np.abs(ref[k].numpy().reshape(-1) - got[k]))) for k in OUTPUTS)
     if not diff <= tolerance:
         raise RuntimeError(f"{onnx_path}: ONNX and TensorFlow outputs differ by {diff:.3g} "

@@ -12,7 +12,12 @@ backend stub in ``backends/python/``, and runs with ``LD_LIBRARY_PATH`` on
 ``nvidia_pytriton.libs``. The server listens on loopback unless ``--host`` says otherwise.
 ``serve`` waits for readiness (``/v2/health/ready``) up to ``--timeout`` seconds and fails with
 the tail of the server log; SIGINT / SIGTERM stop the server cleanly (SIGTERM, then SIGKILL after
-40 s). On the GPU, run the NGC tritonserver on a ``--target ngc`` export instead.
+40 s).
+
+On a GPU machine with a GPU build of ``tritonserver`` (the NGC containers' ``/opt/tritonserver``,
+or ``$EXTCVR_TRITON_GPU_HOME``), that server runs instead, with its own backends, when
+``preprocessing.device`` decides ``KIND_GPU`` (``EXTCVR_FORCE_CPU=1`` keeps the wheel's): the same
+decision that gave the exported ``predict`` step its ``KIND_GPU`` instances.
 """
 
 from __future__ import annotations
@@ -29,8 +34,9 @@ import sysconfig
 import tempfile
 import time
 import urllib.request
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
+from preprocessing.device import KIND_GPU, detect
 from preprocessing.report import print_table
 
 PY_STUB = f"{sys.version_info.major}.{sys.version_info.minor}"
@@ -79,12 +85,25 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-def server_env() -> Dict[str, str]:
-    """Environment of the server: the wheel's libraries, and this environment's site-packages
-    for the steps' ``model.py`` (the project code itself travels inside the repository)."""
+def server_home() -> Tuple[str, bool]:
+    """(the tritonserver folder to run, whether it is the GPU build): the GPU build that
+    ``preprocessing.device`` found when it decides ``KIND_GPU``, else the wheel's CPU build
+    (:func:`triton_home`)."""
+    devices = detect()
+    if devices.triton_kind == KIND_GPU:
+        return devices.triton_gpu_home, True
+    return triton_home(), False
+
+
+def server_env(gpu_build: bool = False) -> Dict[str, str]:
+    """Environment of the server: the wheel's libraries (not for the GPU build, which has its
+    own), and this environment's site-packages for the steps' ``model.py`` (the project code
+    itself travels inside the repository)."""
     env = dict(os.environ)
-    libs = os.path.join(_site_packages(), "nvidia_pytriton.libs")
-    env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [libs, env.get("LD_LIBRARY_PATH")]))
+    if not gpu_build:
+        libs = os.path.join(_site_packages(), "nvidia_pytriton.libs")
+        env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [libs,
+                                                               env.get("LD_LIBRARY_PATH")]))
     env["EXTCVR_SITE_PACKAGES"] = _site_packages()
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     return env
@@ -115,6 +134,8 @@ class TritonServer:
         # Seconds Triton waits at shutdown for in-flight requests and for the Python-backend
         # stubs to finalize (a stub holding TensorFlow can take well over 10 s on a loaded host).
         self.exit_timeout = 60
+        #: whether ``command`` picked the GPU build of tritonserver (``server_home``)
+        self.gpu_build = False
 
     @property
     def http_url(self) -> str:
@@ -125,7 +146,7 @@ class TritonServer:
         return f"{self.host}:{self.grpc_port}"
 
     def command(self) -> List[str]:
-        home = triton_home()
+        home, self.gpu_build = server_home()
         return [os.path.join(home, "bin", "tritonserver"),
                 f"--model-repository={self.repo}",
                 f"--backend-directory={os.path.join(home, 'backends')}",
@@ -139,8 +160,9 @@ class TritonServer:
         """Start the server and wait until it is ready; ``ServerError`` with the log tail."""
         log = open(self.log_path, "ab")
         # cwd = the repository: nothing of the working directory it was started from leaks in
-        self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
-                                        env=server_env(), cwd=self.repo,
+        command = self.command()
+        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                        env=server_env(self.gpu_build), cwd=self.repo,
                                         start_new_session=True)
         log.close()
         deadline = time.monotonic() + timeout
@@ -224,6 +246,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     print_table("serving.serve", [
         ("repository", server.repo), ("http", server.http_url), ("grpc", server.grpc_url),
         ("metrics", f"{server.host}:{server.metrics_port}"), ("pid", server.pid),
+        ("tritonserver", "GPU build" if server.gpu_build else "CPU build (pip wheel)"),
         ("ready after", f"{time.monotonic() - t0:.1f} s"), ("log", server.log_path)])
     sys.stdout.flush()
     if args.ready_file:

@@ -7,6 +7,11 @@ the tensors of several requests (what Triton's dynamic batcher hands to one ``ex
 returns, per request, a dict of output tensors or a ``RequestError``: one bad request never fails
 the others. Valid requests are concatenated and computed in one call.
 
+Every step takes ``gpu``: the device of a ``KIND_GPU`` Triton instance, None for ``KIND_CPU``
+(and in-process calls). Only ``predict`` uses it (ONNX Runtime's providers from
+``preprocessing.device``, or TensorFlow's device); ``preprocess`` and ``calibrate`` are numpy /
+pandas work on the CPU, and ``serving.export`` gives them ``KIND_CPU`` instances.
+
 Tensor layout inside the ensemble (batch dimension first):
 - ids ``[B, 1]`` int64, continuous ``[B, 1]`` float32;
 - a multi-hot feature as ``[B, W]`` int64 padded with 0 (Categorify's padding id, never a real
@@ -17,7 +22,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Dict, List, Mapping, Sequence, Union
+from typing import Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
@@ -41,7 +46,7 @@ def _split(rows: Sequence[int], outputs: Tensors) -> List[Tensors]:
 class PreprocessStep:
     """Raw request features -> processed model inputs (the training workflow)."""
 
-    def __init__(self, version_dir: str, executor: str = None):
+    def __init__(self, version_dir: str, executor: str = None, gpu: Optional[int] = None):
         from preprocessing import columns as C
         from serving.preprocess import RequestTransformer
         self.settings = read_settings(version_dir)
@@ -105,17 +110,27 @@ def _concat_columns(parts: Sequence[Mapping[str, object]]) -> Dict[str, object]:
 class PredictStep:
     """Processed inputs -> raw ``pctr`` / ``pcvr``: the run's model under ONNX Runtime
     (``runtime: onnx``, exported by ``serving.export``) or the SavedModel's
-    ``serving_default`` (``runtime: tf``)."""
+    ``serving_default`` (``runtime: tf``).
 
-    def __init__(self, version_dir: str):
+    Args:
+        version_dir: the step's version directory.
+        gpu: the GPU of a ``KIND_GPU`` instance: ONNX Runtime's CUDA provider on it when
+            ``preprocessing.device`` finds one (else the CPU provider), or TensorFlow on
+            ``/GPU:<gpu>``; None: the CPU.
+    """
+
+    def __init__(self, version_dir: str, gpu: Optional[int] = None):
         self.settings = read_settings(version_dir)
         threads = int(self.settings.get("tf_threads", 0))
         self.signature = self.settings["signature"]["inputs"]
         self.multihot = list(self.settings["multihot"])
         self.runtime = self.settings.get("runtime", "tf")
+        self.gpu = gpu
         if self.runtime == "onnx":  # TensorFlow is not even imported
+            from preprocessing.device import detect
             from serving.onnx_export import OnnxModel
-            self.onnx = OnnxModel(os.path.join(version_dir, "model.onnx"), threads or 1)
+            self.onnx = OnnxModel(os.path.join(version_dir, "model.onnx"), threads or 1,
+                                  providers=detect().onnx_providers(gpu))
             return
         import tensorflow as tf
         if threads:
@@ -125,6 +140,7 @@ class PredictStep:
             except RuntimeError:  # already initialised in this process
                 pass
         self._tf = tf
+        self.device = "/CPU:0" if gpu is None else f"/GPU:{int(gpu)}"
         self.model = tf.saved_model.load(os.path.join(version_dir, "saved_model"))
         self.serve = self.model.signatures["serving_default"]
 
@@ -141,7 +157,8 @@ class PredictStep:
             out = self.onnx(feed)
             return {k: out[k].reshape(-1, 1) for k in ("pctr", "pcvr")}
         tf = self._tf
-        out = self.serve(**{k: tf.constant(v) for k, v in feed.items()})
+        with tf.device(self.device):
+            out = self.serve(**{k: tf.constant(v) for k, v in feed.items()})
         return {k: out[k].numpy().astype(np.float32).reshape(-1, 1) for k in ("pctr", "pcvr")}
 
     def run(self, requests: Sequence[Mapping[str, np.ndarray]]) -> List[Result]:
@@ -163,7 +180,7 @@ class PredictStep:
 class CalibrateStep:
     """Raw ``pctr`` / ``pcvr`` + field ids -> calibrated ``pctr``, ``pcvr``, ``pctcvr``."""
 
-    def __init__(self, version_dir: str):
+    def __init__(self, version_dir: str, gpu: Optional[int] = None):
         from serving.calibration import load_calibrator
         self.settings = read_settings(version_dir)
         cal_dir = os.path.join(version_dir, "calibrator")

@@ -49,7 +49,10 @@ class TritonPythonModel:
             import serving.steps
             print(f"extcvr {self.step_name}: code from "
                   f"{os.path.dirname(os.path.abspath(serving.steps.__file__))}", flush=True)
-            self.step = serving.steps.STEPS[self.step_name](_HERE)
+            # a KIND_GPU instance runs on its device (the predict step's providers), KIND_CPU: None
+            gpu = (int(args["model_instance_device_id"])
+                   if args.get("model_instance_kind") == "GPU" else None)
+            self.step = serving.steps.STEPS[self.step_name](_HERE, gpu=gpu)
         except Exception as e:  # surfaced in the server log and model status
             raise pb_utils.TritonModelException(
                 f"extcvr {self.step_name}: cannot load {_HERE}: {type(e).__name__}: {e}")

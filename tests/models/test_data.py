@@ -40,3 +40,37 @@ def test_a_batch_stream_left_early_stops_its_loader_thread(small_processed):
     next(stream)
     stream.close()
     assert len(_loader_threads()) == before
+
+
+def test_the_loader_dataset_is_on_the_device_that_preprocessing_device_decides(monkeypatch,
+                                                                               small_processed):
+    """``split_dataset`` (training, the benchmarks) and ``models.pseudolabel`` read through
+    ``parts_dataset``, whose ``cpu=`` is ``preprocessing.device``'s ``loader_cpu``: here, with
+    TensorFlow loaded, its GPUs are counted (none), and a GPU answer gives ``cpu=False``."""
+    import dataclasses
+
+    import merlin.io
+
+    from models.data import parts_dataset, split_dataset
+    from preprocessing import device
+    device.reset()
+    here = device.detect()
+    assert here.tensorflow_gpus == 0 and here.tensorflow == "CPU" and here.loader_cpu
+    ds = split_dataset(small_processed, "valid", ["click", "purchase"])
+    assert ds.cpu and ds.schema.column_names == ["click", "purchase"]
+
+    gpu = dataclasses.replace(here, gpus=1, cudf=True, dask_cudf=True, tensorflow_gpus=1)
+    monkeypatch.setattr(device, "detect", lambda: gpu)
+    seen = {}
+    original = merlin.io.Dataset
+
+    class Recorder:
+        def __init__(self, paths, engine, cpu):
+            seen.update(paths=paths, cpu=cpu)
+            self.schema = original(paths, engine=engine, cpu=True).schema
+
+    monkeypatch.setattr(merlin.io, "Dataset", Recorder)
+    parts = sorted(glob.glob(os.path.join(small_processed, "valid", "*.parquet")))
+    parts_dataset(parts, ["click"])
+    assert seen == {"paths": parts, "cpu": False}
+    device.reset()

@@ -32,6 +32,9 @@ def test_the_command_never_imports_tensorflow_and_writes_the_same_data(small_gen
     assert done.returncode == 0, done.stderr[-3000:]
     assert "TENSORFLOW_IMPORTED False" in done.stdout
     assert "Tensorflow dtype mappings did not load" not in done.stderr
+    # preprocessing.device decided the backend without TensorFlow, and said so once
+    assert done.stderr.count("extcvr devices:") == 1, done.stderr[-3000:]
+    assert "tensorflow=not loaded" in done.stderr
     for split in ("train", "valid", "test"):
         a = sorted(glob.glob(os.path.join(small_processed, split, "*.parquet")))
         b = sorted(glob.glob(os.path.join(out, split, "*.parquet")))
