@@ -8,6 +8,7 @@ previous content of the target, if any, is untouched.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
@@ -66,3 +67,25 @@ def atomic_write_text(path: str, text: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
         raise
+
+
+def check_replaceable(out: str, marker: str, fmt: str, writer: str, hint: str = "") -> None:
+    """Refuse to replace ``out`` unless it is absent, empty, or an earlier output of ``writer``:
+    a directory whose ``marker`` JSON file has ``"format": fmt``.
+
+    Raises:
+        FileExistsError: ``out`` is a file, or holds files that ``writer`` did not write.
+    """
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise FileExistsError(f"--out {out}: exists and is not a directory")
+    if not os.path.isdir(out) or not os.listdir(out):
+        return
+    try:
+        with open(os.path.join(out, marker)) as fh:
+            ours = json.load(fh).get("format") == fmt
+    except (OSError, ValueError, AttributeError):
+        ours = False
+    if not ours:
+        raise FileExistsError(
+            f"--out {out}: not empty and not written by {writer} (no {marker} of format "
+            f"{fmt!r}); refusing to replace it{'. ' + hint if hint else ''}")

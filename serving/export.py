@@ -61,6 +61,7 @@ import sys
 from typing import Dict, List, Optional, Sequence
 
 from preprocessing import columns as C
+from preprocessing import atomic
 from preprocessing.atomic import atomic_output_dir
 from preprocessing.device import KIND_CPU, KIND_GPU, detect
 from preprocessing.report import print_table
@@ -131,21 +132,8 @@ def check_replaceable(out: str) -> None:
     Raises:
         FileExistsError: ``out`` holds files that this command did not write.
     """
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise FileExistsError(f"--out {out}: exists and is not a directory")
-    if not os.path.isdir(out) or not os.listdir(out):
-        return
-    marker = os.path.join(out, "export.json")
-    try:
-        with open(marker) as fh:
-            ours = json.load(fh).get("format") == FORMAT
-    except (OSError, ValueError, AttributeError):
-        ours = False
-    if not ours:
-        raise FileExistsError(
-            f"--out {out}: not empty and not written by serving.export (no export.json of "
-            f"format {FORMAT!r}); refusing to replace it. Choose a new or empty directory, "
-            f"e.g. {os.path.join(out, 'cpu')}")
+    atomic.check_replaceable(out, "export.json", FORMAT, "serving.export",
+                             f"Choose a new or empty directory, e.g. {os.path.join(out, 'cpu')}")
 
 
 def probe_feed(workflow_dir: str, spec: C.DatasetSpec, signature: Dict, probe: Optional[str],
