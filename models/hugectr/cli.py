@@ -31,15 +31,14 @@ import sys
 from typing import Dict, List, Optional, Sequence
 
 from models.hugectr.config import HugeCTRESMMConfig, load_config
-from models.hugectr.data import EXPORT_FORMAT, LABEL_SOURCES, describe, export_data
+from models.hugectr.data import (DESCRIPTION_FILE, EXPORT_FORMAT, LABEL_SOURCES, describe,
+                                 export_data)
 from models.hugectr.graph import ModelInputs, build_config, validate_config
 from models.hugectr.scripts import (CHECK_ROWS, CONFIG_FILE, EXPORT_SCRIPT, TRAIN_SCRIPT,
                                     VERIFIED_NOTE, container_command, export_script,
                                     host_commands, train_script)
 from preprocessing import atomic
 from preprocessing.atomic import atomic_output_dir
-
-DESCRIPTION_FILE = "hugectr_data.json"
 
 
 def check_replaceable(out: str) -> None:

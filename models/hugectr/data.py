@@ -54,6 +54,7 @@ LABEL_SOURCES = {"click": f"{C.CLICK}", "ctcvr": f"{C.CLICK} * {C.PURCHASE}"}
 #: Rows per Parquet row group of the copy (HugeCTR's reader loads one row group at a time).
 ROW_GROUP_ROWS = 262_144
 EXPORT_FORMAT = "extcvr.hugectr_export"
+DESCRIPTION_FILE = "hugectr_data.json"  # written by models.hugectr.cli, read here
 
 
 @dataclass(frozen=True)
@@ -426,7 +427,7 @@ def load_export(out_dir: str) -> Dict:
     Raises:
         FileNotFoundError / ValueError: absent, or not written by this package.
     """
-    path = os.path.join(out_dir, "hugectr_data.json")
+    path = os.path.join(out_dir, DESCRIPTION_FILE)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: not found; write the directory with "
                                 "`python -m models.hugectr --data PROC_DIR --out DIR`")
