@@ -66,6 +66,7 @@ bench: $(VENV_DEP)
 	$(PY) -m benchmarks.calibration_bench --rows 10000000
 	$(PY) -m benchmarks.replay_bench --rows 10000000
 	$(PY) -m benchmarks.pseudolabel_bench --rows 10000000 --work $(BENCH_DIR)/pseudolabel
+	$(PY) -m benchmarks.federated_bench --data $(BENCH_DIR)/processed --work $(BENCH_DIR)/federated
 	@dpkg -s libb64-0d >/dev/null 2>&1 || apt-get install -y libb64-0d || \
 	  { echo "perf_analyzer needs Debian's libb64-0d: sudo apt-get install -y libb64-0d"; exit 1; }
 	@if [ ! -f $(BENCH_DIR)/runs/esmm/metrics.json ]; then \

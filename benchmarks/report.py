@@ -710,16 +710,62 @@ def render_replay_speed(ctx: Context) -> str:
     return "\n\n".join(blocks)
 
 
-FEDERATED_NOT_YET = "not yet: no federated results (issue 16)"
+FEDERATED_ARMS = ("advertiser_only", "federated", "federated_defended", "centralized",
+                  "centralized_flat")
 
 
 def render_federated(ctx: Context) -> str:
-    files = ctx.results("federated_*.json")
-    if files:
-        raise ReportError(f"{ctx.rel(files[-1])}: federated results exist but "
-                          "benchmarks/report.py has no renderer for them yet; add one to the "
-                          "'federated' section")
-    return f"**{FEDERATED_NOT_YET.capitalize()}.** No `benchmarks/results/federated_*.json`."
+    """The federated evaluation (``federated.local``: arms x seeds, leak audit;
+    ``models/results/federated_*/federated.json``) and the throughput benchmark
+    (``benchmarks.federated_bench``: ``benchmarks/results/federated_throughput_*.json``)."""
+    quality, speed = federated_evaluations(ctx), ctx.results("federated_throughput_*.json")
+    if not quality and not speed:
+        return ("No `models/results/federated_*/federated.json` or "
+                "`benchmarks/results/federated_throughput_*.json`.")
+    blocks = []
+    for path in reversed(quality):
+        doc = ctx.json(path)
+        arms = doc["arms"]
+        order = [a for a in FEDERATED_ARMS if a in arms] + sorted(
+            a for a in arms if a not in FEDERATED_ARMS)
+        rows = []
+        for arm in order:
+            a = arms[arm]
+            leak = a.get("leak_sent")
+            rows.append([arm, str(len(a["seeds"])),
+                         mean_std(a["test"]["entire_space_cvr_auc"]["values"]),
+                         mean_std(a["test"]["ctcvr_auc"]["values"]),
+                         mean_std(leak["leak_auc_norm"]["values"], 3) if leak else "",
+                         mean_std(leak["leak_auc_direction"]["values"], 3) if leak else "",
+                         f"{a['dp']['epsilon_spent']:.2f}" if a.get("dp", {}).get("enabled")
+                         else ""])
+        blocks.append("\n".join([
+            doc_caption(doc, "none (quality: mean ± std over the seeds of each arm)",
+                        [f"Test rows shared by both parties: "
+                         f"{n0(doc['generated']['split']['intersection']['test'])}; leak AUCs "
+                         "against the conversion label on the gradients the advertiser sent."]),
+            "", markdown_table(["arm", "seeds", "entire-space CVR AUC", "CTCVR AUC",
+                                "leak AUC norm", "leak AUC direction", "DP epsilon"], rows)]))
+    for path in reversed(speed):
+        doc = ctx.json(path)
+        rows = [["centralised (before / after)", " / ".join(
+            n0(v) for v in doc["centralized_samples_per_second"]), "1.00x", ""]]
+        for v in doc["variants"]:
+            rows.append([f"federated, width {v['width']}, {v['wire_dtype']}",
+                         n0(v["samples_per_second"]), x2(v["vs_centralized"]),
+                         n1(v["bytes_per_sample"])])
+        blocks.append("\n".join([
+            doc_caption(doc, "federated / the mean of the two centralised measurements",
+                        [f"{doc['steps']} training steps of batch {doc['batch_size']} per "
+                         f"measurement; PSI of all splits: "
+                         + ("reused from the evaluation's cache" if doc["psi_seconds"] is None
+                            else f"{n1(doc['psi_seconds'])} s (once, outside the measurements)")
+                         + "; 1-min load "
+                         f"{doc['loadavg_1min_before']:.2f} before, "
+                         f"{doc['loadavg_1min_after']:.2f} after."]),
+            "", markdown_table(["arm", "training samples/s", "vs centralised",
+                                "bytes on the wire per sample"], rows)]))
+    return "\n\n".join(blocks)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1129,8 +1175,41 @@ def headlines(ctx: Context) -> List[str]:
     rep = ctx.json(ctx.results("replay_*.json")[-1])
     lines.append(f"oCPX bidding replay of {n0(rep['rows'])} impressions: {n1(rep['total_s'])} s "
                  f"(bound {rep['limit_s']:g} s).")
-    lines.append(f"Federated training: {FEDERATED_NOT_YET}.")
+    lines.append(federated_headline(ctx))
     return [_wrap_line(f"- {line}") for line in lines]
+
+
+def federated_evaluations(ctx: Context) -> List[Path]:
+    """``models/results/federated_*/federated.json``, oldest first."""
+    return sorted(ctx.paths.models.glob("federated_*/federated.json"),
+                  key=lambda p: _date_key(p.parent))
+
+
+def federated_headline(ctx: Context) -> str:
+    """The federated line of the headlines: entire-space CVR AUC per arm, leak AUCs, speed."""
+    quality = federated_evaluations(ctx)
+    if not quality:
+        return "Federated training: no results yet."
+    doc = ctx.json(quality[-1])
+    arms = doc["arms"]
+
+    def es(arm):
+        return mean_std(arms[arm]["test"]["entire_space_cvr_auc"]["values"])
+    dp = sorted(a for a in arms if a.startswith("federated_dp_"))
+    line = (f"Federated training ({len(arms['federated']['seeds'])} seeds, 4M rows): "
+            f"entire-space CVR AUC advertiser-only {es('advertiser_only')}, federated "
+            f"{es('federated')}, centralised {es('centralized')}"
+            + "".join(f", {a[len('federated_'):]} {es(a)}" for a in dp)
+            + f"; leak AUC norm / direction {doc['leak_auc_norm']['off']:.3f} / "
+              f"{doc['leak_auc_direction']['off']:.3f} without the defence, "
+              f"{doc['leak_auc_norm']['on']:.3f} / {doc['leak_auc_direction']['on']:.3f} with "
+              f"it")
+    speed = ctx.results("federated_throughput_*.json")
+    if speed:
+        v = ctx.json(speed[-1])["variants"][0]
+        line += (f"; training on loopback {v['vs_centralized']:.2f}x centralised samples/s "
+                 f"(width {v['width']}, {v['wire_dtype']})")
+    return line + "."
 
 
 def _wrap_line(line: str) -> str:

@@ -60,22 +60,28 @@ class ServingModule(tf.Module):
         self.serve = serve
 
 
-def export_saved_model(model: tf.keras.Model, features: Sequence[Feature], path: str) -> Dict:
-    """Write ``model`` as a SavedModel at ``path`` (its ``serving_default`` signature, see
-    :class:`ServingModule`); returns the signature description."""
-    specs = signature_specs(features)
-    module = ServingModule(model, specs)
+def save_atomically(module: tf.Module, serve, path: str) -> None:
+    """``tf.saved_model.save`` of ``module`` with ``serve`` as its ``serving_default``
+    signature, written to a staging directory beside ``path`` and renamed into place."""
     parent = os.path.dirname(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=".saved_model.partial-", dir=parent)
     try:
-        tf.saved_model.save(module, staging, signatures={"serving_default": module.serve})
+        tf.saved_model.save(module, staging, signatures={"serving_default": serve})
         if os.path.exists(path):
             shutil.rmtree(path)
         os.rename(staging, path)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def export_saved_model(model: tf.keras.Model, features: Sequence[Feature], path: str) -> Dict:
+    """Write ``model`` as a SavedModel at ``path`` (its ``serving_default`` signature, see
+    :class:`ServingModule`); returns the signature description."""
+    specs = signature_specs(features)
+    module = ServingModule(model, specs)
+    save_atomically(module, module.serve, path)
     return {"inputs": {k: {"dtype": s.dtype.name, "shape": [None]} for k, s in specs.items()},
             "outputs": {k: {"dtype": "float32", "shape": [None]}
                         for k in ("pctr", "pcvr", "pctcvr")}}

@@ -16,11 +16,10 @@ Requests are sent ``--batch-size`` rows at a time with a progress bar; the calib
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -32,7 +31,8 @@ OUTPUTS = ("pctr", "pcvr", "pctcvr")
 
 class EnsembleClient:
     """A ``tritonclient`` HTTP or gRPC client of the ensemble, with its input signature read
-    from the server's model config."""
+    from the server's model config. An input the config marks ``optional`` (the federated
+    ensemble's ``media_embedding``) is sent only when the rows hold that column."""
 
     def __init__(self, url: str, protocol: str = "http", model: str = "extcvr",
                  timeout: float = 60.0):
@@ -50,6 +50,7 @@ class EnsembleClient:
             config = self.client.get_model_config(model, as_json=True)["config"]
         self.tc = tc
         self.inputs = {i["name"]: i["data_type"].replace("TYPE_", "") for i in config["input"]}
+        self.optional = {i["name"] for i in config["input"] if i.get("optional")}
         self.max_batch_size = int(config.get("max_batch_size", 0))
         self.multihot = [n[: -len("__lengths")] for n in self.inputs if n.endswith("__lengths")]
 
@@ -62,7 +63,8 @@ class EnsembleClient:
         from serving.preprocess import ListColumn
         out = {}
         for name, dtype in self.inputs.items():
-            if name.endswith("__lengths"):
+            if name.endswith("__lengths") or (name in self.optional
+                                               and name not in rows.columns):
                 continue
             np_dtype = np.int64 if dtype == "INT64" else np.float32
             if name in self.multihot:
@@ -73,17 +75,21 @@ class EnsembleClient:
                 out[name] = rows[name].to_numpy().astype(np_dtype).reshape(-1, 1)
         return out
 
-    def infer_tensors(self, tensors: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
-        """One request; raises ``tritonclient.utils.InferenceServerException`` on an error."""
+    def infer_tensors(self, tensors: Dict[str, np.ndarray],
+                      outputs: Sequence[str] = OUTPUTS) -> Dict[str, np.ndarray]:
+        """One request; ``outputs`` as 1-D arrays (a ``[B, n > 1]`` one as it is). Raises
+        ``tritonclient.utils.InferenceServerException`` on an error."""
         from tritonclient.utils import np_to_triton_dtype
         inputs = []
         for name, arr in tensors.items():
             t = self.tc.InferInput(name, list(arr.shape), np_to_triton_dtype(arr.dtype))
             t.set_data_from_numpy(arr)
             inputs.append(t)
-        outputs = [self.tc.InferRequestedOutput(o) for o in OUTPUTS]
-        result = self.client.infer(self.model, inputs, outputs=outputs)
-        return {o: result.as_numpy(o).reshape(-1) for o in OUTPUTS}
+        requested = [self.tc.InferRequestedOutput(o) for o in outputs]
+        result = self.client.infer(self.model, inputs, outputs=requested)
+        out = {o: result.as_numpy(o) for o in outputs}
+        return {o: v.reshape(-1) if v.ndim == 2 and v.shape[1] == 1 else v
+                for o, v in out.items()}
 
     def predict(self, frame: pd.DataFrame, batch_size: int = 256,
                 progress: bool = True) -> pd.DataFrame:

@@ -58,7 +58,7 @@ import json
 import os
 import shutil
 import sys
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from preprocessing import columns as C
 from preprocessing import atomic
@@ -77,13 +77,16 @@ ENSEMBLE = "extcvr"
 RUNTIMES = ("onnx", "tf")
 STEPS = ("preprocess", "predict", "calibrate")
 OUTPUTS = ("pctr", "pcvr", "pctcvr")
-TYPES = {"int64": "TYPE_INT64", "float32": "TYPE_FP32"}
+TYPES = {"int64": "TYPE_INT64", "float32": "TYPE_FP32", "bool": "TYPE_BOOL"}
 INSTANCE_KINDS = (KIND_CPU, KIND_GPU)
 
 
-def _tensor(name: str, dtype: str, dims: Sequence[int]) -> str:
+def _tensor(name: str, dtype: str, dims: Sequence[int], optional: bool = False) -> str:
+    """One tensor of a ``config.pbtxt`` input / output list (``optional``: an input that a
+    request may leave out)."""
     return (f'  {{ name: "{name}" data_type: {TYPES[dtype]} '
-            f'dims: [ {", ".join(str(d) for d in dims)} ] }}')
+            f'dims: [ {", ".join(str(d) for d in dims)} ]'
+            f'{" optional: true" if optional else ""} }}')
 
 
 def _io(kind: str, tensors: List[str]) -> str:
@@ -136,15 +139,130 @@ def check_replaceable(out: str) -> None:
                              f"Choose a new or empty directory, e.g. {os.path.join(out, 'cpu')}")
 
 
+def load_spec(workflow_dir: str, spec_dir: Optional[str] = None) -> C.DatasetSpec:
+    """The dataset spec beside the workflow (or in ``spec_dir``).
+
+    Raises:
+        FileNotFoundError: no ``dataset_spec.json`` (a workflow of an older
+            ``preprocessing.run``).
+    """
+    if spec_dir is None and not os.path.isfile(os.path.join(workflow_dir, C.SPEC_FILENAME)):
+        raise FileNotFoundError(
+            f"{os.path.join(workflow_dir, C.SPEC_FILENAME)}: not found. The workflow was saved "
+            "by an older `python -m preprocessing.run`; rerun it (or give spec_dir)")
+    return C.DatasetSpec.load(spec_dir or workflow_dir)
+
+
+def request_settings(workflow_dir: str, multihot: Sequence[str], continuous: Sequence[str],
+                     nullable="auto", max_list: Optional[int] = None) -> Tuple[List[str], int]:
+    """``(nullable columns, max_list)`` of the request inputs: ``--nullable auto`` = the
+    continuous columns (of ``continuous``) with missing values in the training input,
+    ``max_list`` default = the longest training list of ``multihot`` (both from
+    ``request_facts.json`` beside the workflow); ``none`` or a comma-separated list otherwise.
+
+    Raises:
+        ValueError: a nullable column that is not one of ``continuous``.
+    """
+    if (max_list is None and multihot) or nullable == "auto":
+        facts = load_request_facts(workflow_dir)
+    if max_list is None:
+        max_list = max([int(facts["max_list"].get(c, 0)) for c in multihot] + [1]) \
+            if multihot else 1
+    if nullable == "auto":
+        nullable = [c for c in facts["nullable"] if c in continuous]
+    elif nullable in (None, "none", ""):
+        nullable = []
+    elif isinstance(nullable, str):
+        nullable = [c for c in nullable.split(",") if c]
+    unknown = sorted(set(nullable) - set(continuous))
+    if unknown:
+        raise ValueError(f"--nullable: {unknown} are not continuous features {list(continuous)}")
+    return list(nullable), max_list
+
+
+def calibrator_fields(calibrator: Optional[str], processed: Mapping[str, str]
+                      ) -> Tuple[List[str], Optional[str]]:
+    """``(fields, method)`` of the calibrator directory (``([], None)`` without one).
+
+    Raises:
+        FileNotFoundError: no ``calibrator.json`` in it.
+        ValueError: a field that is not a processed feature of ``processed``.
+    """
+    if not calibrator:
+        return [], None
+    cal_json = os.path.join(calibrator, "calibrator.json")
+    if not os.path.isfile(cal_json):
+        raise FileNotFoundError(f"{cal_json}: --calibrator must hold calibrator.json")
+    cal_spec = json.load(open(cal_json))
+    fields, method = list(cal_spec.get("fields", [])), cal_spec.get("method")
+    missing = [f for f in fields if f not in processed]
+    if missing:
+        raise ValueError(f"calibrator fields {missing} are not processed features")
+    return fields, method
+
+
+def raw_tensor_configs(raw_inputs: Sequence[str], raw_types: Mapping[str, str],
+                       multihot: Sequence[str]) -> List[str]:
+    """The request inputs of a ``config.pbtxt`` (the wire format of the README): an id or a
+    continuous value ``[1]``, a multi-hot column ``[-1]`` with its ``__lengths`` ``[1]``."""
+    out = []
+    for c in raw_inputs:
+        if c in multihot:
+            out += [_tensor(c, "int64", [-1]), _tensor(c + "__lengths", "int64", [1])]
+        else:
+            out.append(_tensor(c, raw_types[c], [1]))
+    return out
+
+
+def processed_tensor_configs(processed: Mapping[str, str], multihot: Sequence[str],
+                             max_list: int) -> List[str]:
+    """The processed columns inside an ensemble: ``[1]``, a multi-hot one ``[max_list]``."""
+    return [_tensor(c, d, [max_list] if c in multihot else [1]) for c, d in processed.items()]
+
+
+def write_step(stage: str, model: str, settings: Dict, step: Optional[str] = None,
+               modules: Sequence[str] = STEP_MODULES) -> str:
+    """A Python-backend model's version directory ``stage/model/1``: ``model.py`` (the
+    template), ``code/`` (the import closure of ``modules``) and ``serving.json`` (``step``,
+    default ``model``, and ``settings``); returns the directory."""
+    d = os.path.join(stage, model, "1")
+    os.makedirs(d)
+    shutil.copy2(TEMPLATE, os.path.join(d, "model.py"))
+    copy_code(modules, os.path.join(d, "code"))
+    with open(os.path.join(d, "serving.json"), "w") as fh:
+        json.dump({"step": step or model, **settings}, fh, indent=2)
+    return d
+
+
+def write_config(stage: str, model: str, text: str) -> None:
+    """``stage/model/config.pbtxt``."""
+    with open(os.path.join(stage, model, "config.pbtxt"), "w") as fh:
+        fh.write(text)
+
+
+def ensemble_config(name: str, max_batch: int, inputs: List[str], outputs: List[str],
+                    steps: Sequence[Tuple[str, Dict[str, str], Dict[str, str]]]) -> str:
+    """``config.pbtxt`` of an ensemble: ``steps`` are ``(model, input_map, output_map)``."""
+    text = (f'name: "{name}"\nplatform: "ensemble"\nmax_batch_size: {max_batch}\n'
+            + _io("input", inputs) + _io("output", outputs)
+            + "ensemble_scheduling {\n  step [\n")
+    text += ",\n".join(
+        f'    {{\n      model_name: "{model}"\n      model_version: -1\n'
+        + _map(inp, "input_map") + _map(outp, "output_map") + "    }"
+        for model, inp, outp in steps)
+    return text + "\n  ]\n}\n"
+
+
 def probe_feed(workflow_dir: str, spec: C.DatasetSpec, signature: Dict, probe: Optional[str],
-               rows: int = 2000) -> Dict:
+               rows: int = 2000, columns: Optional[Sequence[str]] = None) -> Dict:
     """Signature inputs of a probe batch passed through the workflow: the first ``rows`` rows of
     the raw Parquet file ``probe``, or raw rows synthesised from the workflow's fitted state
-    (vocabulary and unseen values, missing values, lists of every length)."""
+    (vocabulary and unseen values, missing values, lists of every length). ``columns``: only
+    these raw inputs' part of the workflow (``RequestTransformer``)."""
     import pandas as pd
 
     from serving.preprocess import RequestTransformer, signature_inputs
-    transformer = RequestTransformer(workflow_dir, spec)
+    transformer = RequestTransformer(workflow_dir, spec, columns=columns)
     if probe:
         raw = pd.read_parquet(probe)
         missing = [c for c in transformer.inputs if c not in raw.columns]
@@ -197,11 +315,7 @@ def export(run_dir: str, workflow_dir: str, out: str, calibrator: Optional[str] 
                        (os.path.join(workflow_dir, "workflow.pkl"), "saved workflow")):
         if not os.path.exists(path):
             raise FileNotFoundError(f"{path}: no {what}")
-    if spec_dir is None and not os.path.isfile(os.path.join(workflow_dir, C.SPEC_FILENAME)):
-        raise FileNotFoundError(
-            f"{os.path.join(workflow_dir, C.SPEC_FILENAME)}: not found. The workflow was saved "
-            "by an older `python -m preprocessing.run`; rerun it (or give spec_dir)")
-    spec = C.DatasetSpec.load(spec_dir or workflow_dir)
+    spec = load_spec(workflow_dir, spec_dir)
     signature = json.load(open(os.path.join(run_dir, "signature.json")))
     config = json.load(open(os.path.join(run_dir, "config.json")))
     features = config["features"]
@@ -209,59 +323,24 @@ def export(run_dir: str, workflow_dir: str, out: str, calibrator: Optional[str] 
     continuous = [f["name"] for f in features if f["kind"] == "continuous"]
     processed = {f["name"]: ("float32" if f["kind"] == "continuous" else "int64")
                  for f in features}
-    if (max_list is None and multihot) or nullable == "auto":
-        facts = load_request_facts(workflow_dir)
-    if max_list is None:
-        max_list = max([int(facts["max_list"].get(c, 0)) for c in multihot] + [1]) \
-            if multihot else 1
-    if nullable == "auto":
-        nullable = [c for c in facts["nullable"] if c in continuous]
-    elif nullable in (None, "none", ""):
-        nullable = []
-    elif isinstance(nullable, str):
-        nullable = [c for c in nullable.split(",") if c]
-    unknown = sorted(set(nullable) - set(continuous))
-    if unknown:
-        raise ValueError(f"--nullable: {unknown} are not continuous features {continuous}")
-    fields: List[str] = []
-    cal_method = None
-    if calibrator:
-        cal_json = os.path.join(calibrator, "calibrator.json")
-        if not os.path.isfile(cal_json):
-            raise FileNotFoundError(f"{cal_json}: --calibrator must hold calibrator.json")
-        cal_spec = json.load(open(cal_json))
-        fields, cal_method = list(cal_spec.get("fields", [])), cal_spec.get("method")
-        missing = [f for f in fields if f not in processed]
-        if missing:
-            raise ValueError(f"calibrator fields {missing} are not processed features")
+    nullable, max_list = request_settings(workflow_dir, multihot, continuous, nullable,
+                                          max_list)
+    fields, cal_method = calibrator_fields(calibrator, processed)
     # Raw request inputs: the workflow's inputs = the spec's features the model uses.
     raw_inputs = [c for c in spec.features if c in processed]
     raw_types = {c: ("float32" if c in spec.continuous else "int64") for c in raw_inputs}
 
     def raw_tensors() -> List[str]:
-        out = []
-        for c in raw_inputs:
-            if c in multihot:
-                out += [_tensor(c, "int64", [-1]), _tensor(c + "__lengths", "int64", [1])]
-            else:
-                out.append(_tensor(c, raw_types[c], [1]))
-        return out
+        return raw_tensor_configs(raw_inputs, raw_types, multihot)
 
     def proc_tensors() -> List[str]:
-        return [_tensor(c, d, [max_list] if c in multihot else [1])
-                for c, d in processed.items()]
+        return processed_tensor_configs(processed, multihot, max_list)
 
     mb = max_batch_size
     onnx_max_diff = None
     with atomic_output_dir(out) as stage:
         def version_dir(step: str, settings: Dict) -> str:
-            d = os.path.join(stage, step, "1")
-            os.makedirs(d)
-            shutil.copy2(TEMPLATE, os.path.join(d, "model.py"))
-            copy_code(STEP_MODULES, os.path.join(d, "code"))
-            with open(os.path.join(d, "serving.json"), "w") as fh:
-                json.dump({"step": step, **settings}, fh, indent=2)
-            return d
+            return write_step(stage, step, settings)
 
         # preprocess
         d = version_dir("preprocess", {"executor": executor, "nullable": list(nullable),
@@ -322,16 +401,8 @@ def export(run_dir: str, workflow_dir: str, out: str, calibrator: Optional[str] 
             ("calibrate", {"pctr": "raw_pctr", "pcvr": "raw_pcvr",
                            **{f: f"proc_{f}" for f in fields}}, {o: o for o in OUTPUTS}),
         ]
-        text = (f'name: "{ENSEMBLE}"\nplatform: "ensemble"\nmax_batch_size: {mb}\n'
-                + _io("input", raw_tensors()) + _io("output", cal_out)
-                + "ensemble_scheduling {\n  step [\n")
-        text += ",\n".join(
-            f'    {{\n      model_name: "{name}"\n      model_version: -1\n'
-            + _map(inp, "input_map") + _map(outp, "output_map") + "    }"
-            for name, inp, outp in steps)
-        text += "\n  ]\n}\n"
-        with open(os.path.join(stage, ENSEMBLE, "config.pbtxt"), "w") as fh:
-            fh.write(text)
+        write_config(stage, ENSEMBLE, ensemble_config(ENSEMBLE, mb, raw_tensors(), cal_out,
+                                                      steps))
         with open(os.path.join(stage, "export.json"), "w") as fh:
             json.dump({"format": FORMAT, "format_version": 2,
                        "source": {"run": os.path.basename(os.path.normpath(run_dir)),
@@ -379,6 +450,17 @@ def batched_saved_model(src: str, signature: Dict, multihot: Sequence[str], max_
     tf.saved_model.save(module, dst, signatures={"serving_default": batched})
 
 
+def add_repository_options(parser: argparse.ArgumentParser) -> None:
+    """The options every repository export shares: batching, instances, nullable columns,
+    list width and the preprocessing executor."""
+    parser.add_argument("--max-batch-size", type=int, default=1024)
+    parser.add_argument("--instances", default="", help="e.g. preprocess=2,predict=1")
+    parser.add_argument("--queue-delay-us", type=int, default=100)
+    parser.add_argument("--nullable", default="auto")
+    parser.add_argument("--max-list", type=int, default=None)
+    parser.add_argument("--executor", default="lean", choices=("lean", "merlin"))
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """CLI entry point: ``python -m serving.export``."""
     parser = argparse.ArgumentParser(prog="python -m serving.export",
@@ -389,12 +471,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--out", required=True,
                         help="the model repository (new, empty, or an earlier export)")
     parser.add_argument("--target", default="cpu", choices=("cpu", "ngc"))
-    parser.add_argument("--max-batch-size", type=int, default=1024)
-    parser.add_argument("--instances", default="", help="e.g. preprocess=2,predict=1")
-    parser.add_argument("--queue-delay-us", type=int, default=100)
-    parser.add_argument("--nullable", default="auto")
-    parser.add_argument("--max-list", type=int, default=None)
-    parser.add_argument("--executor", default="lean", choices=("lean", "merlin"))
+    add_repository_options(parser)
     parser.add_argument("--tf-threads", type=int, default=1,
                         help="intra/inter-op threads per predict instance (0 = the runtime's)")
     parser.add_argument("--runtime", default="onnx", choices=RUNTIMES,

@@ -50,10 +50,12 @@ class OnnxModel:
         providers: the session's execution providers (default: the CPU provider only); a
             ``KIND_GPU`` predict instance passes ``preprocessing.device``'s
             ``onnx_providers(gpu)``.
+        outputs: the model outputs to compute (default ``pctr``, ``pcvr``).
     """
 
     def __init__(self, onnx_path: str, threads: int = 1,
-                 providers: Optional[Sequence[object]] = None):
+                 providers: Optional[Sequence[object]] = None,
+                 outputs: Sequence[str] = OUTPUTS):
         import onnxruntime as ort
         options = ort.SessionOptions()
         if threads:
@@ -61,20 +63,25 @@ class OnnxModel:
             options.inter_op_num_threads = threads
         self.session = ort.InferenceSession(onnx_path, options,
                                             providers=list(providers or [CPU_PROVIDER]))
-        self.outputs = [o.name for o in self.session.get_outputs() if o.name in OUTPUTS]
+        self.outputs = [o.name for o in self.session.get_outputs() if o.name in outputs]
+
+    def run(self, feed: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        """The outputs (float32, in the model's shapes) of one feed of signature inputs."""
+        values = self.session.run(self.outputs, {k: np.asarray(v) for k, v in feed.items()})
+        return {k: np.asarray(v, dtype=np.float32) for k, v in zip(self.outputs, values)}
 
     def __call__(self, feed: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
-        """``pctr`` and ``pcvr`` (1-D float32) of one feed of signature inputs."""
-        values = self.session.run(self.outputs, {k: np.asarray(v) for k, v in feed.items()})
-        return {k: np.asarray(v, dtype=np.float32).reshape(-1)
-                for k, v in zip(self.outputs, values)}
+        """The outputs, e.g. ``pctr`` and ``pcvr``, flattened (1-D float32)."""
+        return {k: v.reshape(-1) for k, v in self.run(feed).items()}
 
 
 def check_against_tensorflow(saved_model: str, onnx_path: str, feed: Mapping[str, np.ndarray],
                              tolerance: float = 1e-5,
-                             providers: Optional[Sequence[object]] = None) -> float:
-    """Max abs difference of ``pctr`` / ``pcvr`` between the SavedModel and the ONNX model
-    (under ``providers``, those it will be served with; default the CPU provider).
+                             providers: Optional[Sequence[object]] = None,
+                             outputs: Sequence[str] = OUTPUTS) -> float:
+    """Max abs difference of ``outputs`` (default ``pctr`` / ``pcvr``) between the SavedModel
+    and the ONNX model (under ``providers``, those it will be served with; default the CPU
+    provider).
 
     Raises:
         RuntimeError: the difference exceeds ``tolerance``.
@@ -82,8 +89,8 @@ def check_against_tensorflow(saved_model: str, onnx_path: str, feed: Mapping[str
     import tensorflow as tf
     serve = tf.saved_model.load(saved_model).signatures["serving_default"]
     ref = serve(**{k: tf.constant(v) for k, v in feed.items()})
-    got = OnnxModel(onnx_path, providers=providers)(feed)
-    diff = max(float(np.max(np.abs(ref[k].numpy().reshape(-1) - got[k]))) for k in OUTPUTS)
+    got = OnnxModel(onnx_path, providers=providers, outputs=outputs)(feed)
+    diff = max(float(np.max(np.abs(ref[k].numpy().reshape(-1) - got[k]))) for k in outputs)
     if not diff <= tolerance:
         raise RuntimeError(f"{onnx_path}: ONNX and TensorFlow outputs differ by {diff:.3g} "
                            f"(> {tolerance}) on the probe rows; not exported")

@@ -43,13 +43,29 @@ class RequestError(ValueError):
     """A request that cannot be served (bad values, bad shapes); the message goes to the client."""
 
 
-def load_request_workflow(workflow_dir: str, drop: Sequence[str]):
+def load_request_workflow(workflow_dir: str, drop: Sequence[str],
+                          keep: Optional[Sequence[str]] = None):
     """The saved NVTabular workflow with the inputs in ``drop`` (labels, ground truth, split)
-    removed. Calls ``merlin_patches.apply()`` first (stable hashing of the Categorify tail)."""
+    removed, and with ``keep`` also every input not in ``keep``: the sub-workflow of one
+    party's columns (``Workflow.remove_inputs`` drops the removed inputs' branches, and the
+    training workflow never mixes ``media_*`` and other columns in one op,
+    ``preprocessing.workflow.build_workflow``). Calls ``merlin_patches.apply()`` first (stable
+    hashing of the Categorify tail).
+
+    Raises:
+        ValueError: a column of ``keep`` is not an input of the workflow (after ``drop``).
+    """
     merlin_patches.apply()
     import nvtabular as nvt
     wf = nvt.Workflow.load(workflow_dir)
-    present = [c for c in drop if c in wf.input_schema.column_names]
+    names = wf.input_schema.column_names
+    present = [c for c in drop if c in names]
+    if keep is not None:
+        unknown = [c for c in keep if c not in names or c in present]
+        if unknown:
+            raise ValueError(f"{workflow_dir}: {unknown} are not request inputs of the "
+                             f"workflow (its inputs: {names})")
+        present += [c for c in names if c not in set(keep) and c not in present]
     if present:
         wf.remove_inputs(present)
     return wf
@@ -124,19 +140,21 @@ class RequestTransformer:
             workflow's inputs.
         executor: ``"lean"`` (default) or ``"merlin"``; see the module docstring.
         verify: with ``"lean"``, check it against Merlin's executor on a probe batch at load.
+        columns: the raw inputs to keep (default: every feature): the sub-workflow of one
+            party's columns (``load_request_workflow``), e.g. the media party's ``media_*``.
 
     Raises:
         RuntimeError: the lean executor disagrees with Merlin's on the probe batch.
     """
 
     def __init__(self, workflow_dir: str, spec: C.DatasetSpec, executor: str = "lean",
-                 verify: bool = True):
+                 verify: bool = True, columns: Optional[Sequence[str]] = None):
         if executor not in EXECUTORS:
             raise ValueError(f"executor must be one of {EXECUTORS}; got {executor!r}")
         self.spec = spec
         self.executor = executor
         drop = [*spec.targets, *spec.ground_truth, spec.split]
-        self.workflow = load_request_workflow(workflow_dir, drop)
+        self.workflow = load_request_workflow(workflow_dir, drop, columns)
         in_schema = self.workflow.input_schema
         self.input_dtypes = {c.name: np.dtype(c.dtype.to_numpy) for c in in_schema}
         self.multihot = [c.name for c in in_schema if c.is_list]

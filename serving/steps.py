@@ -44,7 +44,9 @@ def _split(rows: Sequence[int], outputs: Tensors) -> List[Tensors]:
 
 
 class PreprocessStep:
-    """Raw request features -> processed model inputs (the training workflow)."""
+    """Raw request features -> processed model inputs (the training workflow; with
+    ``serving.json["columns"]`` only those raw inputs' part of it, e.g. one federated party's,
+    ``serving.federated_export``)."""
 
     def __init__(self, version_dir: str, executor: str = None, gpu: Optional[int] = None):
         from preprocessing import columns as C
@@ -52,7 +54,8 @@ class PreprocessStep:
         self.settings = read_settings(version_dir)
         spec = C.DatasetSpec.load(version_dir)
         self.transformer = RequestTransformer(os.path.join(version_dir, "workflow"), spec,
-                                              executor=executor or self.settings["executor"])
+                                              executor=executor or self.settings["executor"],
+                                              columns=self.settings.get("columns"))
         self.nullable = tuple(self.settings.get("nullable", ()))
         self.max_list = int(self.settings["max_list"])
         self.int_outputs = {c for c, d in self.settings["outputs"].items() if d == "int64"}
@@ -107,6 +110,50 @@ def _concat_columns(parts: Sequence[Mapping[str, object]]) -> Dict[str, object]:
     return out
 
 
+class SignatureModel:
+    """A model's ``serving_default`` under ONNX Runtime (``path/model.onnx``) or TensorFlow
+    (``path/saved_model``).
+
+    Args:
+        path: the directory holding the model.
+        runtime: ``onnx`` or ``tf``.
+        outputs: the outputs to compute.
+        threads: intra/inter-op threads (0 = the runtime's default).
+        gpu: the GPU of a ``KIND_GPU`` instance (ONNX Runtime's providers from
+            ``preprocessing.device``, or TensorFlow's ``/GPU:<gpu>``); None: the CPU.
+    """
+
+    def __init__(self, path: str, runtime: str, outputs: Sequence[str], threads: int = 1,
+                 gpu: Optional[int] = None):
+        self.runtime, self.outputs = runtime, list(outputs)
+        if runtime == "onnx":  # TensorFlow is not even imported
+            from preprocessing.device import detect
+            from serving.onnx_export import OnnxModel
+            self.onnx = OnnxModel(os.path.join(path, "model.onnx"), threads or 1,
+                                  providers=detect().onnx_providers(gpu), outputs=outputs)
+            return
+        import tensorflow as tf
+        if threads:
+            try:
+                tf.config.threading.set_intra_op_parallelism_threads(threads)
+                tf.config.threading.set_inter_op_parallelism_threads(threads)
+            except RuntimeError:  # already initialised in this process
+                pass
+        self._tf = tf
+        self.device = "/CPU:0" if gpu is None else f"/GPU:{int(gpu)}"
+        self.serve = tf.saved_model.load(os.path.join(path, "saved_model")
+                                         ).signatures["serving_default"]
+
+    def __call__(self, feed: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        """The outputs (float32, in the model's shapes) of one feed of signature inputs."""
+        if self.runtime == "onnx":
+            return self.onnx.run(feed)
+        tf = self._tf
+        with tf.device(self.device):
+            out = self.serve(**{k: tf.constant(v) for k, v in feed.items()})
+        return {k: out[k].numpy().astype(np.float32) for k in self.outputs}
+
+
 class PredictStep:
     """Processed inputs -> raw ``pctr`` / ``pcvr``: the run's model under ONNX Runtime
     (``runtime: onnx``, exported by ``serving.export``) or the SavedModel's
@@ -121,60 +168,51 @@ class PredictStep:
 
     def __init__(self, version_dir: str, gpu: Optional[int] = None):
         self.settings = read_settings(version_dir)
-        threads = int(self.settings.get("tf_threads", 0))
         self.signature = self.settings["signature"]["inputs"]
         self.multihot = list(self.settings["multihot"])
         self.runtime = self.settings.get("runtime", "tf")
         self.gpu = gpu
-        if self.runtime == "onnx":  # TensorFlow is not even imported
-            from preprocessing.device import detect
-            from serving.onnx_export import OnnxModel
-            self.onnx = OnnxModel(os.path.join(version_dir, "model.onnx"), threads or 1,
-                                  providers=detect().onnx_providers(gpu))
-            return
-        import tensorflow as tf
-        if threads:
-            try:
-                tf.config.threading.set_intra_op_parallelism_threads(threads)
-                tf.config.threading.set_inter_op_parallelism_threads(threads)
-            except RuntimeError:  # already initialised in this process
-                pass
-        self._tf = tf
-        self.device = "/CPU:0" if gpu is None else f"/GPU:{int(gpu)}"
-        self.model = tf.saved_model.load(os.path.join(version_dir, "saved_model"))
-        self.serve = self.model.signatures["serving_default"]
+        self.model = SignatureModel(version_dir, self.runtime, ("pctr", "pcvr"),
+                                    int(self.settings.get("tf_threads", 0)), gpu)
 
     def predict(self, tensors: Mapping[str, np.ndarray]) -> Tensors:
         """Model outputs (``[B, 1]`` float32 ``pctr``, ``pcvr``) of one batch of ensemble
         tensors."""
-        processed = {name: tensors[name] for name in self.signature
-                     if not name.endswith("__values") and not name.endswith("__offsets")}
-        for c in self.multihot:
-            padded = np.asarray(tensors[c])
-            processed[c] = ListColumn.from_padded(padded, (padded != 0).sum(axis=1))
-        feed = signature_inputs(processed, self.signature)
-        if self.runtime == "onnx":
-            out = self.onnx(feed)
-            return {k: out[k].reshape(-1, 1) for k in ("pctr", "pcvr")}
-        tf = self._tf
-        with tf.device(self.device):
-            out = self.serve(**{k: tf.constant(v) for k, v in feed.items()})
-        return {k: out[k].numpy().astype(np.float32).reshape(-1, 1) for k in ("pctr", "pcvr")}
+        out = self.model(signature_feed(tensors, self.signature, self.multihot))
+        return {k: out[k].reshape(-1, 1) for k in ("pctr", "pcvr")}
 
     def run(self, requests: Sequence[Mapping[str, np.ndarray]]) -> List[Result]:
         rows = [len(r[self.multihot[0] if self.multihot else next(iter(self.signature))])
                 for r in requests]
         if len(requests) == 1:
             return [self.predict(requests[0])]
-        names = list(requests[0])
-        merged = {}
-        for k in names:
-            parts = [np.asarray(r[k]) for r in requests]
-            if parts[0].ndim == 2 and len({p.shape[1] for p in parts}) > 1:
-                w = max(p.shape[1] for p in parts)
-                parts = [np.pad(p, ((0, 0), (0, w - p.shape[1]))) for p in parts]
-            merged[k] = np.concatenate(parts)
-        return _split(rows, self.predict(merged))
+        return _split(rows, self.predict(concat_tensors(requests)))
+
+
+def signature_feed(tensors: Mapping[str, np.ndarray], signature: Mapping[str, Mapping],
+                   multihot: Sequence[str]) -> Dict[str, np.ndarray]:
+    """SavedModel ``serving_default`` inputs (``[B]`` each, a multi-hot feature as
+    ``__values`` / ``__offsets``) of ensemble tensors of processed columns (``[B, 1]``; a
+    multi-hot one ``[B, W]`` padded with 0, the padding id)."""
+    processed = {name: tensors[name] for name in signature
+                 if not name.endswith("__values") and not name.endswith("__offsets")}
+    for c in multihot:
+        padded = np.asarray(tensors[c])
+        processed[c] = ListColumn.from_padded(padded, (padded != 0).sum(axis=1))
+    return signature_inputs(processed, signature)
+
+
+def concat_tensors(requests: Sequence[Mapping[str, np.ndarray]]) -> Tensors:
+    """The tensors of several requests concatenated along the batch dimension (2-D tensors
+    of different widths, i.e. padded multi-hot features, padded with 0 to the widest)."""
+    merged = {}
+    for k in list(requests[0]):
+        parts = [np.asarray(r[k]) for r in requests]
+        if parts[0].ndim == 2 and len({p.shape[1] for p in parts}) > 1:
+            w = max(p.shape[1] for p in parts)
+            parts = [np.pad(p, ((0, 0), (0, w - p.shape[1]))) for p in parts]
+        merged[k] = np.concatenate(parts)
+    return merged
 
 
 class CalibrateStep:

@@ -1,4 +1,5 @@
-"""Triton Python-backend model of one ``extcvr`` ensemble step (preprocess, predict, calibrate).
+"""Triton Python-backend model of one ``extcvr`` ensemble step (preprocess, predict, calibrate;
+or a step of the federated repositories, ``serving.federated_steps``).
 
 ``python -m serving.export`` copies this file into ``<repo>/<step>/1/model.py`` next to the
 step's artifacts, ``serving.json`` (the step and its settings) and ``code/``: the project modules
@@ -14,9 +15,11 @@ stays unset.
 Contract (python_backend): ``initialize`` loads the step once per instance and raises
 ``TritonModelException`` when it cannot; ``execute`` returns exactly one response per request,
 a bad request getting a ``TritonError`` response while the others are served; ``finalize``
-releases nothing but says goodbye in the log.
+releases nothing but says goodbye in the log. An input declared ``optional: true`` that a request
+lacks is simply absent from the step's tensors.
 """
 
+import importlib
 import json
 import os
 import sys
@@ -52,7 +55,10 @@ class TritonPythonModel:
             # a KIND_GPU instance runs on its device (the predict step's providers), KIND_CPU: None
             gpu = (int(args["model_instance_device_id"])
                    if args.get("model_instance_kind") == "GPU" else None)
-            self.step = serving.steps.STEPS[self.step_name](_HERE, gpu=gpu)
+            # the module that defines the step: serving.steps, or serving.federated_steps for
+            # the federated repositories (serving.federated_export)
+            module = importlib.import_module(_SETTINGS.get("module", "serving.steps"))
+            self.step = module.STEPS[self.step_name](_HERE, gpu=gpu)
         except Exception as e:  # surfaced in the server log and model status
             raise pb_utils.TritonModelException(
                 f"extcvr {self.step_name}: cannot load {_HERE}: {type(e).__name__}: {e}")

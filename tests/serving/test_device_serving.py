@@ -74,7 +74,7 @@ def test_a_gpu_predict_instance_asks_for_the_cuda_provider_on_its_device(monkeyp
     seen = []
 
     class Recorder:
-        def __init__(self, path, threads=1, providers=None):
+        def __init__(self, path, threads=1, providers=None, outputs=None):
             seen.append(providers)
 
     monkeypatch.setattr(serving.onnx_export, "OnnxModel", Recorder)

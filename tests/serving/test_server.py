@@ -9,8 +9,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from preprocessing import columns as C
-
 MAX_BATCH = 512  # the max_batch_size of the exported repository (conftest.py)
 
 N_ROWS = 10_000
