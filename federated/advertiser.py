@@ -149,10 +149,10 @@ class AdvertiserParty:
             raise ProtocolError(grpc.StatusCode.FAILED_PRECONDITION,
                                 f"no common checkpoint (advertiser has {self.ckpts.steps()}, "
                                 f"media has {header['checkpoints']})")
-        step = common[-1]
-        if int(self.ckpts.step) != step or self.session is not None:
-            self.counts["rollbacks"] += int(int(self.ckpts.step) != step)
-            self.counts["replayed_batches"] += max(int(self.ckpts.step) - step, 0)
+        step, current = common[-1], int(self.ckpts.step)
+        if current != step:
+            self.counts["rollbacks"] += 1
+            self.counts["replayed_batches"] += max(current - step, 0)
         self.ckpts.restore(step)
         self.session = secrets.token_hex(8)
         self.counts["sessions"] += 1

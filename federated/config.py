@@ -23,10 +23,9 @@ compared at the handshake: a party whose settings differ is refused with the dif
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Tuple
 
 import yaml
 
@@ -168,13 +167,3 @@ def differing(mine: Dict[str, Any], theirs: Dict[str, Any], prefix: str = "") ->
         elif a != b:
             out.append(f"{prefix}{k}")
     return out
-
-
-def digest(obj: Any, n: int = 16) -> str:
-    """A short SHA-256 hex digest of a JSON-able object."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:n]
-
-
-def optional_float(x: Optional[float]) -> Optional[float]:
-    """``None`` stays ``None``; anything else becomes a float (JSON-safe)."""
-    return None if x is None else float(x)

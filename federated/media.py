@@ -69,25 +69,24 @@ class MediaParty:
     def align(self) -> None:
         """Reuse the cached alignment when the advertiser holds the same, else run the PSI."""
         theirs = self.call("PsiStatus", {}, {})[0]["digests"]
+        data = {s: self.data.get(s) or PartyData.load(self.config.data, s) for s in SPLITS}
         cached = {}
         for split in SPLITS:
             path = AL.cache_path(self.config.out, split)
             if os.path.exists(path):
-                data = self.data.get(split) or PartyData.load(self.config.data, split)
-                cached[split] = AL.Alignment.load(path, data)
+                cached[split] = AL.Alignment.load(path, data[split])
         if cached and {s: a.digest for s, a in cached.items()} == theirs and len(cached) == 3:
             self.alignments = cached
             log.info("reusing the cached PSI alignment")
             return
         os.makedirs(os.path.join(self.config.out, "psi"), exist_ok=True)
         for split in SPLITS:
-            data = self.data.get(split) or PartyData.load(self.config.data, split)
             started = time.perf_counter()
-            result = AL.media_align(self.call, data, split)
-            result.save(AL.cache_path(self.config.out, split), data)
+            result = AL.media_align(self.call, data[split], split)
+            result.save(AL.cache_path(self.config.out, split), data[split])
             self.alignments[split] = result
             log.info("PSI %s: %d of %d rows shared (%.1f s)", split, len(result),
-                     data.num_rows, time.perf_counter() - started)
+                     data[split].num_rows, time.perf_counter() - started)
 
     def hello(self, ckpts) -> int:
         """The handshake; restores the newest common checkpoint and returns its step."""
