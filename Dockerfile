@@ -4,7 +4,7 @@
 # UNVERIFIED: never built or run; there is no Docker engine or GPU where extcvr is developed.
 # Verify on a machine with Docker and an NVIDIA GPU:
 #   docker build -t extcvr .     # stops in the version and import checks if the base is wrong
-# then the `docker run --gpus all` lines of the README's "Docker" section (preprocess, train,
+# then the `docker run --gpus all` lines of docs/docker.md (preprocess, train,
 # serve, bench). tests/test_dockerfiles.py checks this file statically.
 FROM nvcr.io/nvidia/merlin/merlin-tensorflow:23.08
 

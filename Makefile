@@ -47,7 +47,7 @@ demo: $(VENV_DEP)
 	$(PY) -m models.train --model naive --data $(DEMO_DIR)/processed --out $(DEMO_DIR)/runs/naive --seed $(SEED) --config models/configs/demo.yaml
 	$(PY) -m models.train --model esmm --data $(DEMO_DIR)/processed --out $(DEMO_DIR)/runs/esmm --seed $(SEED) --config models/configs/demo.yaml
 	$(PY) -m models.evaluate --runs $(DEMO_DIR)/runs/naive $(DEMO_DIR)/runs/esmm --data $(DEMO_DIR)/processed --out $(DEMO_DIR)/report
-	$(PY) -m models.calibrate --method all --run $(DEMO_DIR)/runs/esmm --data $(DEMO_DIR)/processed --field app_id,category_id --out $(DEMO_DIR)/calibration
+	$(PY) -m calibration.calibrate --method all --run $(DEMO_DIR)/runs/esmm --data $(DEMO_DIR)/processed --field app_id,category_id --out $(DEMO_DIR)/calibration
 	$(PY) -m serving.export --run $(DEMO_DIR)/runs/esmm --workflow $(DEMO_DIR)/processed/workflow --calibrator $(DEMO_DIR)/calibration/adacalib --out $(DEMO_DIR)/triton_repo
 	$(PY) -m serving.demo --repo $(DEMO_DIR)/triton_repo --input $(DEMO_DIR)/generated/day_006.parquet --rows 5
 

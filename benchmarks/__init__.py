@@ -1,5 +1,5 @@
 """extcvr benchmarks package (see README: Status)."""
 
-from preprocessing.report import silence_known_warnings
+from common.quiet import silence_known_warnings
 
 silence_known_warnings()  # every command starts without the known library noise

@@ -17,7 +17,7 @@ the other):
 - ``artifact_transform_s``: save, ``load_calibrator`` (the numpy-only serving path) and its
   ``transform`` of all N rows, with the largest difference to ``transform``;
 - Field-RCE by app and PCOC before and after (on the same rows: a sanity check, not the
-  evaluation protocol, which is ``python -m models.calibrate``).
+  evaluation protocol, which is ``python -m calibration.calibrate``).
 
 The acceptance bound is ``transform_s`` < 60 s for AdaCalib at N = 10M on 2 cores.
 Results: ``OUT/calibration_<date>.json`` (atomic write) with machine and versions.
@@ -38,8 +38,8 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from benchmarks.run import machine_info, parse_row_count
-from preprocessing.atomic import atomic_write_text
-from preprocessing.report import markdown_table, package_versions, peak_rss_mb, print_table
+from common.atomic import atomic_write_text
+from common.tables import markdown_table, package_versions, peak_rss_mb, print_table
 
 DEFAULT_OUT = os.path.join("benchmarks", "results")
 PACKAGES = ("numpy", "scipy", "scikit-learn")
@@ -67,7 +67,7 @@ def synthetic_predictions(n: int, seed: int):
 def bench_method(name: str, p, y, fields, field_names, work: str) -> Dict[str, object]:
     """Time fit, transform and the artifact's transform of one method."""
     from models import metrics as M
-    from models.calibration import load_calibrator, make_calibrator
+    from calibration import load_calibrator, make_calibrator
 
     cal = make_calibrator(name, fields=field_names)
     t0 = time.perf_counter()
@@ -91,7 +91,7 @@ def bench_method(name: str, p, y, fields, field_names, work: str) -> Dict[str, o
 
 def main(argv: Optional[List[str]] = None) -> int:
     """CLI entry point: ``python -m benchmarks.calibration_bench``."""
-    from models.calibrate import parse_fields, parse_methods
+    from calibration.calibrate import parse_fields, parse_methods
     from models import metrics as M
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.calibration_bench",
@@ -113,11 +113,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     p, y, cols = synthetic_predictions(n, args.seed)
     gen_s = time.perf_counter() - t0
     date = dt.date.today().isoformat()
+    from common.provenance import recorded_command  # the command without this machine's paths
     doc: Dict[str, object] = {
         "benchmark": "calibration", "date": date,
         "run_at": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         "machine": machine_info(), "versions": package_versions(PACKAGES, missing="-"),
-        "command": " ".join(["python -m benchmarks.calibration_bench", *(argv or sys.argv[1:])]),
+        "command": recorded_command("benchmarks.calibration_bench", argv or sys.argv[1:]),
         "rows": n, "fields": list(fields), "seed": args.seed, "generate_s": round(gen_s, 2),
         "loadavg_1min_before": os.getloadavg()[0],
         "before": {"field_rce_app": M.field_rce(y, p, cols["app_id"]), "pcoc": M.pcoc(y, p)},

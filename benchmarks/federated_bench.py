@@ -28,8 +28,8 @@ import sys
 import tempfile
 from typing import Dict, List, Optional
 
-from preprocessing.atomic import atomic_write_text
-from preprocessing.report import print_table
+from common.atomic import atomic_write_text
+from common.tables import print_table
 
 
 def parse_variants(text: str) -> List[Dict]:
@@ -45,7 +45,7 @@ def parse_variants(text: str) -> List[Dict]:
 
 def main(argv: Optional[List[str]] = None) -> int:
     """CLI entry point: ``python -m benchmarks.federated_bench``."""
-    from models.train import quiet_tensorflow
+    from common.quiet import quiet_tensorflow
     quiet_tensorflow()
     parser = argparse.ArgumentParser(prog="python -m benchmarks.federated_bench",
                                      description=__doc__.split("\n\n")[0])
@@ -87,7 +87,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 def run_bench(rows: int, data: Optional[str], steps: int, variants: List[Dict],
               work: str, psi_cache: Optional[str] = None) -> Dict:
     """The measurements (see the module docstring); returns the results document."""
-    from benchmarks.run import machine_info
+    from preprocessing.device import machine_info
     from federated.baselines import train_arm
     from federated.certs import write_certificates
     from federated.config import PartyConfig, SplitConfig
@@ -136,15 +136,16 @@ def run_bench(rows: int, data: Optional[str], steps: int, variants: List[Dict],
     mean_central = sum(central) / len(central)
     for r in results:
         r["vs_centralized"] = r["samples_per_second"] / mean_central
+    from common.provenance import portable_path, recorded_command  # no machine paths recorded
     return {"date": datetime.date.today().isoformat(), "rows": rows if generated else None,
-            "data": os.path.abspath(data), "steps": steps,
+            "data": portable_path(data, "PROC", {work: "WORK"}), "steps": steps,
             "batch_size": train_config.batch_size,
             "centralized_samples_per_second": central,
             "centralized_mean": mean_central, "variants": results,
             "psi_seconds": psi_seconds,
             "loadavg_1min_before": load_before, "loadavg_1min_after": os.getloadavg()[0],
             "machine": machine_info(), "versions": versions(),
-            "command": "python -m benchmarks.federated_bench " + " ".join(sys.argv[1:])}
+            "command": recorded_command("benchmarks.federated_bench", sys.argv[1:])}
 
 
 if __name__ == "__main__":

@@ -62,8 +62,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from preprocessing import columns as C
-from preprocessing.atomic import atomic_output_dir
-from preprocessing.report import peak_rss_mb
+from common.atomic import atomic_output_dir
+from common.tables import peak_rss_mb
 from preprocessing.run import SPLITS, split_files_by_day
 from preprocessing.validate import list_parquet_files
 from preprocessing.workflow import WorkflowConfig, load_workflow_config

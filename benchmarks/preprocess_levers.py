@@ -33,8 +33,8 @@ import tempfile
 from typing import List, Optional
 
 from benchmarks.run import StageError, machine_info, run_child, versions
-from preprocessing.atomic import atomic_write_text
-from preprocessing.report import markdown_table, print_table
+from common.atomic import atomic_write_text
+from common.tables import markdown_table, print_table
 
 STEPS = (
     "stock NVTabular 23.08 (TensorFlow imported)",
@@ -97,9 +97,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     base = results[0]["wall_s"]
     for r in results:
         r["speedup_vs_first"] = base / r["wall_s"]
+    from common.provenance import portable_path  # recorded without this machine's paths
     doc = {"benchmark": "preprocess_levers", "date": dt.date.today().isoformat(),
            "machine": machine_info(), "versions": versions(),
-           "input": os.path.abspath(args.input), "results": results}
+           "input": portable_path(args.input, "INPUT"), "results": results}
     if args.out:
         atomic_write_text(args.out, json.dumps(doc, indent=2) + "\n")
     print(markdown_table(

@@ -29,8 +29,8 @@ import tempfile
 from typing import Dict, List, Optional, Tuple
 
 from benchmarks.run import StageError, machine_info, run_child, versions
-from preprocessing.atomic import atomic_write_text
-from preprocessing.report import markdown_table, print_table
+from common.atomic import atomic_write_text
+from common.tables import markdown_table, print_table
 
 # (label, [(file suffix, function name), ...]): cumulative seconds summed over the functions
 PARTS: Tuple[Tuple[str, Tuple[Tuple[str, str], ...]], ...] = (
@@ -112,9 +112,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 1
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    from common.provenance import portable_path  # recorded without this machine's paths
     doc = {"benchmark": "preprocess_profile", "date": dt.date.today().isoformat(),
            "machine": machine_info(), "versions": versions(),
-           "input": os.path.abspath(args.input), "rows": rows, "runs": runs,
+           "input": portable_path(args.input, "INPUT"), "rows": rows, "runs": runs,
            "profile_s": parts}
     if args.out:
         atomic_write_text(args.out, json.dumps(doc, indent=2) + "\n")

@@ -25,8 +25,8 @@ import sys
 from typing import List, Optional
 
 from benchmarks.run import machine_info, run_child, versions
-from preprocessing.atomic import atomic_write_text
-from preprocessing.report import print_table
+from common.atomic import atomic_write_text
+from common.tables import print_table
 
 DEFAULT_OUT = os.path.join("benchmarks", "results")
 PEAK_RSS_LIMIT_MB = 3 * 1024
@@ -92,11 +92,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         shutil.rmtree(labelled, ignore_errors=True)
         os.remove(labelled + ".log")
     date = dt.date.today().isoformat()
+    from common.provenance import portable_path, recorded_command  # no machine paths recorded
+    roots = {args.work: "WORK"} if args.work else None
     doc = {"benchmark": "pseudolabel", "date": date,
            "run_at": dt.datetime.now().isoformat(timespec="seconds"),
            "machine": machine_info(), "versions": versions(),
-           "command": "python -m benchmarks.pseudolabel_bench " + " ".join(argv or sys.argv[1:]),
-           "data": os.path.abspath(proc), "teacher": os.path.abspath(teacher), **result}
+           "command": recorded_command("benchmarks.pseudolabel_bench", argv or sys.argv[1:]),
+           "data": portable_path(proc, "PROC", roots), "teacher": portable_path(
+               teacher, "TEACHER", roots), **result}
     os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, f"pseudolabel_{date}.json")
     atomic_write_text(path, json.dumps(doc, indent=2) + "\n")

@@ -12,7 +12,7 @@ controller's previous day and the replayed day), then, timed stage by stage:
 - ``world_s``: both days' competing prices, outcomes and arrival orders (``make_world``);
 - ``replay_s``: the model bidder and the oracle through ``replay_bidder`` (the controller on the
   previous day, the auction with a budget of 0.3 of the day's value and 24 pacing slots, the
-  figures per app): what ``python -m models.replay`` does after predicting;
+  figures per app): what ``python -m replay`` does after predicting;
 - ``baseline_s``, measured in the same run: one bare vectorised second-price pass of the same
   day (``bid > price`` and the sum of the prices won), the floor any replay pays per bidder.
 
@@ -33,8 +33,8 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from benchmarks.run import machine_info, parse_row_count
-from preprocessing.atomic import atomic_write_text
-from preprocessing.report import package_versions, peak_rss_mb, print_table
+from common.atomic import atomic_write_text
+from common.tables import package_versions, peak_rss_mb, print_table
 
 DEFAULT_OUT = os.path.join("benchmarks", "results")
 APP_SHARE = (0.35, 0.25, 0.2, 0.12, 0.08)
@@ -60,10 +60,10 @@ def synthetic_day(n: int, rng: np.random.Generator) -> Dict[str, np.ndarray]:
 
 def main(argv: Optional[List[str]] = None) -> int:
     """CLI entry point: ``python -m benchmarks.replay_bench``."""
-    from models.replay.auction import AuctionConfig
-    from models.replay.bidders import Bidder
-    from models.replay.market import MarketConfig, make_world
-    from models.replay.run import replay_bidder
+    from replay.auction import AuctionConfig
+    from replay.bidders import Bidder
+    from replay.market import MarketConfig, make_world
+    from replay.run import replay_bidder
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.replay_bench",
                                      description=__doc__.split("\n\n")[0])
@@ -105,11 +105,12 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     total = world_s + replay_s
     date = dt.date.today().isoformat()
+    from common.provenance import recorded_command  # the command without this machine's paths
     doc = {
         "benchmark": "replay", "date": date,
         "run_at": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         "machine": machine_info(), "versions": package_versions(("numpy",), missing="-"),
-        "command": " ".join(["python -m benchmarks.replay_bench", *(argv or sys.argv[1:])]),
+        "command": recorded_command("benchmarks.replay_bench", argv or sys.argv[1:]),
         "rows": n, "bidders": 2, "seed": args.seed, "budget_share": BUDGET_SHARE,
         "pacing_slots": PACING_SLOTS, "loadavg_1min_before": loadavg_before,
         "world_s": round(world_s, 3), "replay_s": round(replay_s, 3),

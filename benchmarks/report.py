@@ -9,8 +9,8 @@ Usage::
 Inputs, all committed: ``benchmarks/results/*.json`` (and the two ``*.txt`` summaries) written
 by the ``benchmarks.*`` commands, the model and calibration reports under ``models/results/``
 (``report.json`` of ``models.evaluate`` / ``models.compare``, ``calibration.json`` of
-``models.calibrate``, ``worlds.json`` of ``models.calibrate_worlds``, ``replay.json`` of
-``models.replay``, ``learning_curve.json``), and the hand-written interpretation of each section,
+``calibration.calibrate``, ``worlds.json`` of ``calibration.worlds``, ``replay.json`` of
+``replay``, ``learning_curve.json``), and the hand-written interpretation of each section,
 ``benchmarks/results_notes/<section>.md``.
 
 The page is a registry of sections (:data:`SECTIONS`, page order). Each section has a title,
@@ -23,7 +23,8 @@ same files with the same formatting as the tables below it (a test checks that e
 there).
 
 Output is deterministic: inputs are read in sorted order, nothing of the generation run (time,
-host, paths outside the repository) is written, and the plots are drawn with matplotlib's
+host, paths outside the repository) is written (a recorded command's paths are rendered by
+``common.provenance.portable_command``), and the plots are drawn with matplotlib's
 default style and no PNG metadata. RESULTS.md and README.md are written atomically and only
 when their content changes. A file that lacks a key a renderer needs stops the command with an
 error naming the file and the key (exit 2).
@@ -46,8 +47,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
-from preprocessing.atomic import atomic_write_text
-from preprocessing.report import markdown_table, print_table
+from common.atomic import atomic_write_text
+from common.tables import markdown_table, print_table
 
 ROOT = Path(__file__).resolve().parent.parent
 BEGIN = "<!-- results:begin -->"
@@ -234,7 +235,10 @@ def caption(sources, date: str, machine_text: str, baseline: str,
              f"{machine_text}.",
              f"Baseline ratio: {baseline}."]
     if command:
-        lines.append(f"Command: `{command}`.")
+        # a recorded command's absolute paths as placeholders (PROC, RUN, OUT, ...) or
+        # repository-relative paths: the page names no directory of the machine that ran it
+        from common.provenance import portable_command
+        lines.append(f"Command: `{portable_command(command)}`.")
     lines += list(extra)
     return "\n".join(lines)
 
@@ -335,7 +339,7 @@ def render_levers(ctx: Context) -> str:
 
 
 def parse_print_table(text: str, source: str) -> Dict[str, str]:
-    """The key/value rows of a ``preprocessing.report.print_table`` box."""
+    """The key/value rows of a ``common.tables.print_table`` box."""
     out = {}
     for line in text.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
@@ -858,9 +862,9 @@ def render_ssb_headroom(ctx: Context) -> str:
 
 
 def calibration_table(agg: Doc) -> str:
-    """``models.calibrate``'s table over seeds (its headline columns, ``format_mean_std`` of the
+    """``calibration.calibrate``'s table over seeds (its headline columns, ``format_mean_std`` of the
     stored per-seed values) with Field-RCE by app over the uncalibrated predictions'."""
-    from models.calibration.report import HEADLINE
+    from calibration.report import HEADLINE
     methods = agg["methods"]
     base = methods["uncalibrated"]["field_rce_app"]["mean"]
     rows = []
@@ -872,13 +876,13 @@ def calibration_table(agg: Doc) -> str:
 
 def calibration_report(directory: str, title: str, note: str = "") -> Callable[[Context], str]:
     def render(ctx: Context) -> str:
-        from models.calibration.report import ratio_lines
+        from calibration.report import ratio_lines
         agg = ctx.json(ctx.model_dir(directory) / "calibration.json")
         out = [f"#### {title}", "",
                f"Source `{agg.source}`; date {_date_of(directory)}; {agg['n_runs']} ESMM runs "
                f"(seeds {', '.join(str(s) for s in agg['seeds'])}), fields "
                f"{', '.join(agg['fields'])}, fit on `{agg['fit_split']}`, scored on "
-               f"`{agg['eval_split']}` (`models.calibrate`). Baseline: the uncalibrated row "
+               f"`{agg['eval_split']}` (`calibration.calibrate`). Baseline: the uncalibrated row "
                "(`field_rce_app / uncalibrated`, by means)." + (f" {note}" if note else ""),
                "", calibration_table(agg)]
         if "ratios_field_rce_app" in agg:
@@ -890,7 +894,7 @@ def calibration_report(directory: str, title: str, note: str = "") -> Callable[[
 
 def worlds_ratio_lines(result: Doc) -> List[str]:
     """Each candidate's Field-RCE by app over the best global method and NeuCalib over every
-    run, by means (as ``models.calibrate_worlds`` writes them), and by world."""
+    run, by means (as ``calibration.worlds`` writes them), and by world."""
     lines = []
     acceptance = result.get("acceptance") or {}
     for name, c in result["overall"]["candidates"].items():
@@ -910,13 +914,13 @@ def worlds_ratio_lines(result: Doc) -> List[str]:
 def worlds_report(directory: str, title: str, ratios: bool = True,
                   note: str = "") -> Callable[[Context], str]:
     def render(ctx: Context) -> str:
-        from models.calibrate_worlds import markdown_by_world
+        from calibration.worlds import markdown_by_world
         result = ctx.json(ctx.model_dir(directory) / "worlds.json")
         worlds = ", ".join(f"{w} ({len(s['runs'])} runs)" for w, s in result["worlds"].items())
         out = [f"#### {title}", "",
                f"Source `{result.source}`; date {_date_of(directory)}; worlds {worlds}"
                + (f", never tuned on: {result['holdout']}" if result.get("holdout") else "")
-               + "; Field-RCE by app, mean ± std over runs (`models.calibrate_worlds`). "
+               + "; Field-RCE by app, mean ± std over runs (`calibration.worlds`). "
                "Baseline: the uncalibrated row and the best global method (of platt, isotonic, "
                "histogram, sir, gamma); `true_probabilities` is the label-noise floor."
                + (f" {note}" if note else ""),
@@ -943,7 +947,7 @@ def _replay_docs(ctx: Context) -> List[Tuple[str, str, str, Doc]]:
 
 
 def render_replay_quality(ctx: Context) -> str:
-    from models.replay.report import fmt, group_order
+    from replay.report import fmt, group_order
     docs = _replay_docs(ctx)
     groups = group_order(list(docs[0][3]["groups"]))
 
@@ -962,7 +966,7 @@ def render_replay_quality(ctx: Context) -> str:
     first = docs[0][3]["config"]
     return "\n".join([
         f"Source `models/results/{REPLAY_DIR}/seed*/{{cpa_bound,budget_bound}}/replay.json` "
-        f"(`models.replay`); date {_date_of(REPLAY_DIR)}; the test day "
+        f"(`replay`); date {_date_of(REPLAY_DIR)}; the test day "
         f"({n0(first['impressions'])} impressions), target CPA {first['target_cpa']:g}, "
         f"{first['pacing_slots']} pacing slots, market seed {first['market']['seed']}; mean ± "
         "std over the ESMM seeds. Baseline: the uncalibrated `esmm` bidder; the oracle bids the "

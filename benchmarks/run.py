@@ -38,7 +38,6 @@ import contextlib
 import datetime as dt
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -46,8 +45,9 @@ import tempfile
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from preprocessing.atomic import atomic_write_text
-from preprocessing.report import markdown_table, package_versions, print_table
+from common.atomic import atomic_write_text
+from preprocessing.device import machine_info  # noqa: F401 (re-exported for the benchmarks)
+from common.tables import markdown_table, package_versions, print_table
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_OUT = os.path.join("benchmarks", "results")
@@ -83,51 +83,6 @@ def parse_rows(text: str) -> List[int]:
     if not out:
         raise ValueError("--rows: give at least one row count")
     return out
-
-
-def _read_first(path: str) -> Optional[str]:
-    with contextlib.suppress(OSError):
-        with open(path) as fh:
-            return fh.read().strip()
-    return None
-
-
-def machine_info() -> Dict[str, object]:
-    """Platform, CPU model, CPUs and memory of this machine (and its cgroup limits if any), and
-    ``devices``: ``preprocessing.device``'s decision in this process (GPUs, cuDF, TensorFlow's
-    GPUs when it is loaded, Triton kind, ONNX Runtime provider), so that every results JSON
-    says whether it ran on a GPU."""
-    from preprocessing.device import detect
-    cpu_model = None
-    for line in (_read_first("/proc/cpuinfo") or "").splitlines():
-        if line.lower().startswith("model name"):
-            cpu_model = line.split(":", 1)[1].strip()
-            break
-    mem_kib = None
-    for line in (_read_first("/proc/meminfo") or "").splitlines():
-        if line.startswith("MemTotal:"):
-            mem_kib = int(line.split()[1])
-    try:
-        nproc = len(os.sched_getaffinity(0))
-    except AttributeError:
-        nproc = os.cpu_count()
-    info: Dict[str, object] = {
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "cpu_model": cpu_model or platform.processor() or None,
-        "nproc": nproc,
-        "cpu_count": os.cpu_count(),
-        "mem_total_gb": round(mem_kib / 1024 ** 2, 2) if mem_kib else None,
-    }
-    cpu_max = _read_first("/sys/fs/cgroup/cpu.max")
-    if cpu_max and not cpu_max.startswith("max"):
-        quota, period = cpu_max.split()
-        info["cgroup_cpus"] = round(int(quota) / int(period), 2)
-    mem_max = _read_first("/sys/fs/cgroup/memory.max")
-    if mem_max and mem_max.isdigit():
-        info["cgroup_mem_gb"] = round(int(mem_max) / 1024 ** 3, 2)
-    info["devices"] = detect().to_dict()
-    return info
 
 
 def versions() -> Dict[str, str]:
@@ -358,9 +313,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         os.makedirs(args.workdir, exist_ok=True)
     work = tempfile.mkdtemp(prefix="extcvr-bench-", dir=args.workdir)
     date = dt.date.today().isoformat()
+    from common.provenance import recorded_command  # the command without this machine's paths
     doc = {"benchmark": "foundation", "date": date, "machine": machine_info(),
-           "versions": versions(), "command": " ".join(["python -m benchmarks.run", *(
-               argv if argv is not None else sys.argv[1:])]), "results": {}}
+           "versions": versions(), "command": recorded_command(
+               "benchmarks.run", argv if argv is not None else sys.argv[1:]), "results": {}}
     bar = tqdm(total=(3 + len(cluster_workers)) * len(row_counts), unit="stage",
                disable=args.no_progress,
                file=sys.stderr)

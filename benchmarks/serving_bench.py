@@ -46,8 +46,8 @@ from typing import Dict, List, Optional
 import numpy as np
 import pandas as pd
 
-from preprocessing.atomic import atomic_write_text
-from preprocessing.report import package_versions, print_table
+from common.atomic import atomic_write_text
+from common.tables import package_versions, print_table
 
 PACKAGES = ("tritonclient", "nvidia-pytriton", "perf-analyzer", "tensorflow-cpu", "nvtabular",
             "merlin-core", "numpy", "pandas")
@@ -261,10 +261,11 @@ def plot(grid: List[Dict], path: str, device: str = "CPU") -> None:
 
 def main(argv: Optional[List[str]] = None) -> int:
     """CLI entry point: ``python -m benchmarks.serving_bench``."""
-    from benchmarks.run import machine_info
+    from preprocessing.device import machine_info
     from preprocessing.device import KIND_GPU, detect
     from serving.export import export, parse_instances
     from serving.serve import TritonServer
+    from serving.settings import ExportSettings
     parser = argparse.ArgumentParser(prog="python -m benchmarks.serving_bench",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", required=True)
@@ -285,16 +286,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     protocols = [p for p in args.protocols.split(",") if p]
     env = perf_env()
     work = tempfile.mkdtemp(prefix="serving_bench-")
+    from common.provenance import portable_path  # recorded without this machine's paths
     record: Dict = {"date": dt.date.today().isoformat(), "machine": machine_info(),
                     "versions": package_versions(PACKAGES, missing="not installed"),
-                    "load_average_start": os.getloadavg(), "run": os.path.abspath(args.run),
+                    "load_average_start": os.getloadavg(), "run": portable_path(args.run, "RUN"),
                     "window_ms": args.window_ms}
     try:
         repo = os.path.join(work, "repo")
         kind = detect().triton_kind
-        info = export(args.run, args.workflow, repo, args.calibrator,
-                      instances=parse_instances(args.instances), max_batch_size=max(batches),
-                      instance_kind=kind)
+        info = export(args.run, args.workflow, repo, args.calibrator, ExportSettings(
+            instances=parse_instances(args.instances), max_batch_size=max(batches),
+            instance_kind=kind))
         record["export"] = {k: info[k] for k in ("instances", "max_batch_size", "executor",
                                                  "max_queue_delay_us", "calibrator")}
         record["export"]["predict_instance_kind"] = kind

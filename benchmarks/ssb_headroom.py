@@ -25,7 +25,7 @@ from typing import List, Optional
 import numpy as np
 import pandas as pd
 
-from preprocessing.report import print_table
+from common.tables import print_table
 
 CATEGORICAL = ["user_age", "user_gender", "user_city_tier", "user_purchase_power", "category_id",
                "app_id", "slot_id", "creative_type", "hour", "media_interest_cat"]

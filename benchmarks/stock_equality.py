@@ -28,7 +28,7 @@ import tempfile
 from typing import Iterator, List, Optional
 
 from benchmarks.run import StageError, run_child
-from preprocessing.report import print_table
+from common.tables import print_table
 
 
 @contextlib.contextmanager

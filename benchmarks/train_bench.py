@@ -44,8 +44,8 @@ import traceback
 from typing import Dict, List, Optional
 
 from benchmarks.run import machine_info, versions
-from preprocessing.atomic import atomic_write_text
-from preprocessing.report import markdown_table, peak_rss_mb, print_table
+from common.atomic import atomic_write_text
+from common.tables import markdown_table, peak_rss_mb, print_table
 
 DEFAULT_OUT = os.path.join("benchmarks", "results")
 DEFAULT_MODELS = ("naive", "esmm", "escm2_ips", "mmoe", "autoheri")
@@ -92,11 +92,12 @@ def bench_model(name: str, features, targets, train_ds, batch_size: int, steps: 
     is the derived network of those edges; without, the searchable one."""
     import tensorflow as tf
 
+    from models.autoheri.config import AutoHERIConfig
     from models.autoheri.model import build_autoheri
-    from models.baselines import build_model
     from models.config import ModelConfig, TrainConfig
     from models.data import batches
     from models.optimizers import make_optimizer
+    from models.registry import build_model
     optimizer = optimizer or TrainConfig().optimizer
     tf.random.set_seed(0)
     if edges is not None:
@@ -104,8 +105,8 @@ def bench_model(name: str, features, targets, train_ds, batch_size: int, steps: 
     else:
         model = build_model(name, features, ModelConfig(), targets)
     model.optimizer = make_optimizer(optimizer, LEARNING_RATE)
-    if getattr(model, "searchable", False):
-        model.edge_optimizer = tf.keras.optimizers.Adam(ModelConfig().autoheri_edge_lr)
+    if getattr(model, "searchable", False):  # the AutoHERI search network's edge optimizer
+        model.edge_optimizer = tf.keras.optimizers.Adam(AutoHERIConfig().edge_lr)
     step = tf.function(model.train_step, reduce_retracing=True)
 
     it = batches(train_ds, batch_size, shuffle=True, seed=0)
@@ -189,8 +190,10 @@ def bench_peer(data_dir: str, features, batch_size: int, steps: int) -> Dict[str
         categorical=mm.Embeddings(cat, dim=cfg.embedding_dim, sequence_combiner="mean"))
     output_block = mm.OutputBlock(schema.select_by_name(list(PEER_TARGETS)),
                                   task_blocks=mm.MLPBlock(list(cfg.tower_units)))
-    mmoe = mm.MMOEBlock(output_block, expert_block=mm.MLPBlock(list(cfg.mmoe_expert_units)),
-                        num_experts=cfg.mmoe_experts)
+    from models.baselines import MMoEConfig
+    options = cfg.family(MMoEConfig)
+    mmoe = mm.MMOEBlock(output_block, expert_block=mm.MLPBlock(list(options.expert_units)),
+                        num_experts=options.experts)
     model = mm.Model(inputs, mmoe, output_block)
     model.compile(optimizer=tf.keras.optimizers.Adam(LEARNING_RATE))
     t_w = time.perf_counter()
@@ -222,8 +225,8 @@ def bench_peer(data_dir: str, features, batch_size: int, steps: int) -> Dict[str
         "first_batch_s": round(ends[0] - t0, 4) if ends else None,
         "targets": list(PEER_TARGETS),
         "architecture": (f"InputBlockV2(Embeddings dim {cfg.embedding_dim}, mean-pooled "
-                         f"lists) -> MMOEBlock({cfg.mmoe_experts} x MLP"
-                         f"{list(cfg.mmoe_expert_units)}) -> task MLP{list(cfg.tower_units)} "
+                         f"lists) -> MMOEBlock({options.experts} x MLP"
+                         f"{list(options.expert_units)}) -> task MLP{list(cfg.tower_units)} "
                          f"-> BinaryOutput"),
         "trainable_params": int(sum(int(tf.size(v)) for v in model.trainable_variables)),
         "peak_rss_mb_so_far": round(peak_rss_mb(), 1),
@@ -250,14 +253,14 @@ def autoheri_rows(architecture: Optional[str], features, targets) -> Dict[str, o
 def autoheri_wall_ratio(models: Dict[str, Dict]) -> Optional[Dict[str, object]]:
     """AutoHERI's search + retrain time over one ESMM run of the same steps, from end-to-end
     samples/s: ``fraction x esmm / search + esmm / retrain``."""
-    from models.config import ModelConfig
+    from models.autoheri.config import AutoHERIConfig
     esmm = models.get("esmm", {}).get("samples_per_second")
     search = models.get("autoheri[search]", {}).get("samples_per_second")
     retrain_label = next((k for k in models if k in ("autoheri", "autoheri[all edges]")), None)
     retrain = models.get(retrain_label, {}).get("samples_per_second")
     if not (esmm and search and retrain):
         return None
-    fraction = ModelConfig().autoheri_search_fraction
+    fraction = AutoHERIConfig().search_fraction
     ratio = fraction * esmm / search + esmm / retrain
     return {"ratio": round(ratio, 3), "search_fraction": fraction,
             "retrain_row": retrain_label, "target": 3.0, "within_target": ratio <= 3.0}
@@ -306,14 +309,14 @@ SUMMARY_HEADER = ["stage", "samples/s (end to end)", "step-only samples/s",
 
 def main(argv: Optional[List[str]] = None) -> int:
     """CLI entry point: ``python -m benchmarks.train_bench``."""
-    from models.train import quiet_tensorflow
+    from common.quiet import quiet_tensorflow
     quiet_tensorflow()
-    from models.config import MODEL_NAMES
+    from models.registry import model_names
     parser = argparse.ArgumentParser(prog="python -m benchmarks.train_bench",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", required=True, help="output directory of preprocessing.run")
     parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS),
-                        choices=MODEL_NAMES)
+                        choices=model_names())
     parser.add_argument("--autoheri-architecture", default=None,
                         help="autoheri_architecture.json of a searched run: the retrained "
                         "network benchmarked (default: every candidate edge)")
@@ -335,14 +338,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     features, targets, schema = features_and_targets(args.data)
     train_ds = split_dataset(args.data, "train", model_columns(schema, targets))
     date = dt.date.today().isoformat()
+    from common.provenance import portable_path, recorded_command  # no machine paths recorded
     doc: Dict[str, object] = {
         "benchmark": "training", "date": date, "run_at": dt.datetime.now().isoformat(
             timespec="seconds"),
         "machine": machine_info(), "versions": _versions(),
         "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
-        "command": " ".join(["python -m benchmarks.train_bench",
-                             *(argv if argv is not None else sys.argv[1:])]),
-        "data": os.path.abspath(args.data), "data_rows": {"train": int(train_ds.num_rows)},
+        "command": recorded_command("benchmarks.train_bench",
+                                    argv if argv is not None else sys.argv[1:]),
+        "data": portable_path(args.data, "PROC"), "data_rows": {"train": int(train_ds.num_rows)},
         "targets": list(targets), "batch_size": args.batch_size, "steps": args.steps,
         "warmup_steps": WARMUP_STEPS, "learning_rate": LEARNING_RATE,
         "peak_rss_note": ("peak_rss_mb_so_far is the process-wide peak RSS (VmHWM) read after "
@@ -413,7 +417,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     m = doc["machine"]
     print_table("benchmarks.train_bench", [
         ("results", os.path.abspath(path)),
-        ("data", f"{doc['data']} ({doc['data_rows']['train']:,} train rows)"),
+        ("data", f"{args.data} ({doc['data_rows']['train']:,} train rows)"),
         ("batch size / steps", f"{args.batch_size} / {args.steps}"),
         ("machine", f"{m['cpu_model']}, {m['nproc']} CPUs, {m['mem_total_gb']} GB"),
         ("gpus", ", ".join(doc["gpus"]) or "none"),

@@ -36,8 +36,8 @@ import time
 from typing import Callable, Dict, List, Optional
 
 from benchmarks.run import machine_info, versions
-from preprocessing.atomic import atomic_write_text
-from preprocessing.report import markdown_table, print_table
+from common.atomic import atomic_write_text
+from common.tables import markdown_table, print_table
 
 WARMUP = 3
 
@@ -61,7 +61,7 @@ def profile(data_dir: str, model_name: str, batch_size: int, steps: int,
     ``optimizer`` (default: the trainer's, ``TrainConfig().optimizer``)."""
     import tensorflow as tf
 
-    from models.baselines import build_model
+    from models.registry import build_model
     from models.config import ModelConfig, TrainConfig
     from models.data import batches, features_and_targets, model_columns, split_dataset
     from models.optimizers import make_optimizer
@@ -112,7 +112,7 @@ def profile(data_dir: str, model_name: str, batch_size: int, steps: int,
 
 def main(argv: Optional[List[str]] = None) -> int:
     """CLI entry point: ``python -m benchmarks.train_profile``."""
-    from models.train import quiet_tensorflow
+    from common.quiet import quiet_tensorflow
     quiet_tensorflow()
     from models.config import OPTIMIZER_NAMES
     parser = argparse.ArgumentParser(prog="python -m benchmarks.train_profile",
@@ -131,12 +131,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     load_before = os.getloadavg()[0]
     result = profile(args.data, args.model, args.batch_size, args.steps, args.optimizer)
     date = dt.date.today().isoformat()
+    from common.provenance import portable_path  # recorded without this machine's paths
     doc = {"benchmark": "train_profile", "date": date,
            "run_at": dt.datetime.now().isoformat(timespec="seconds"),
            "machine": machine_info(), "versions": versions(),
            "loadavg_1min": {"before": round(load_before, 2),
                             "after": round(os.getloadavg()[0], 2)},
-           "data": os.path.abspath(args.data), **result}
+           "data": portable_path(args.data, "PROC"), **result}
     os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, f"train_profile_{result['optimizer']}_{date}.json")
     atomic_write_text(path, json.dumps(doc, indent=2) + "\n")

@@ -16,7 +16,7 @@ image: ${EXTCVR_IMAGE:-unset}
   serve ARGS       tensorflow: python -m serving.export ARGS --target ngc --out \$EXTCVR_MODEL_REPO
                    (--run RUN_DIR --workflow PROC_DIR/workflow [--calibrator CAL_DIR]), then
                    tritonserver on it (EXTCVR_MODEL_REPO defaults to triton_repo/serve)
-                   hugectr: python -m models.hugectr.onnx_adapter ARGS (--dir DIR --install REPO,
+                   hugectr: python -m serving.hugectr_onnx ARGS (--dir DIR --install REPO,
                    REPO from serving.export --target cpu --runtime onnx), then tritonserver on REPO
   bench ARGS       make bench USE_SYSTEM_PYTHON=1 ARGS (make variables: BENCH_ROWS=...)
   demo ARGS        make demo USE_SYSTEM_PYTHON=1 ARGS (make variables: ROWS=...)
@@ -71,7 +71,7 @@ serve() {
     hugectr)  # models/hugectr/README.md, step 4: the ONNX Runtime predict step
       repo="$(option_value install "$@")"
       [ -n "$repo" ] || die "serve: --install REPO is required"
-      python -m models.hugectr.onnx_adapter "$@" ;;
+      python -m serving.hugectr_onnx "$@" ;;
     *)
       die "EXTCVR_IMAGE must be tensorflow or hugectr (the Dockerfile sets it)" ;;
   esac

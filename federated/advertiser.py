@@ -35,7 +35,7 @@ from federated import alignment as AL
 from federated.config import PartyConfig, agreement, differing
 from federated.parties import ADVERTISER, MEDIA, SPLITS, PartyData
 from federated.privacy import perturb_gradients, secure_generator
-from preprocessing.atomic import atomic_write_text
+from common.atomic import atomic_write_text
 
 SERVICE = "extcvr.federated.Advertiser"
 log = logging.getLogger("extcvr.federated.advertiser")
@@ -319,7 +319,7 @@ def run(config: PartyConfig) -> int:
 
 def main(argv: Optional[List[str]] = None) -> int:
     """CLI entry point: ``python -m federated.advertiser --config FILE``."""
-    from models.train import quiet_tensorflow
+    from common.quiet import quiet_tensorflow
     quiet_tensorflow()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s advertiser %(message)s")
     parser = argparse.ArgumentParser(prog="python -m federated.advertiser",
@@ -333,7 +333,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if code == 0:
-        from preprocessing.report import print_table
+        from common.tables import print_table
         report = json.load(open(os.path.join(config.out, "advertiser.json")))
         test = report["test"]
         print_table("federated.advertiser", [

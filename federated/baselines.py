@@ -67,10 +67,10 @@ def evaluation_frame(advertiser: PartyData, rows: np.ndarray,
                      predictions: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
     """Labels, ground truth and field ids of ``rows`` with the predictions: the input of
     ``models.metrics.evaluate_predictions``."""
+    from models.predict import aligned_frame
     have = [c for c in CONTEXT if c in advertiser.table.column_names]
-    frame = advertiser.columns(have, rows)
-    frame.update(pctr=predictions["pctr"], pcvr=predictions["pcvr"])
-    return frame
+    return aligned_frame({"pctr": predictions["pctr"], "pcvr": predictions["pcvr"]},
+                         advertiser.columns(have, rows), "federated evaluation")
 
 
 def combined_batch(media: PartyData, advertiser: PartyData, media_rows: np.ndarray,

@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from preprocessing.report import print_table
+from common.tables import print_table
 
 DEFAULT_PARTIES = ("media", "advertiser")
 DEFAULT_HOSTS = ("localhost", "127.0.0.1")

@@ -30,7 +30,9 @@ from typing import Any, Dict, Tuple
 import yaml
 
 from federated.privacy import DPConfig, GradientDefenceConfig
-from models.config import ModelConfig, TrainConfig, _from_dict
+from common.params import dataclass_from_dict as _from_dict
+from models.config import (ModelConfig, TrainConfig, model_config_from_dict,
+                           train_config_from_dict)
 
 ROLES = ("media", "advertiser")
 WIRE_DTYPES = ("float32", "float16")
@@ -41,7 +43,7 @@ class SplitConfig:
     """What both parties of a split training must agree on.
 
     Args:
-        model: the advertiser's harness model (``esmm``; any of ``models.config.MODEL_NAMES``
+        model: the advertiser's harness model (``esmm``; any of ``models.registry.model_names()``
             that trains on the funnel labels).
         width: the media embedding's width per sample (8 or 16 in the issue; any >= 1).
         wire_dtype: the embedding's and gradient's dtype on the wire (``float32``/``float16``).
@@ -62,8 +64,8 @@ class SplitConfig:
     gradient_defence: GradientDefenceConfig = field(default_factory=GradientDefenceConfig)
 
     def __post_init__(self):
-        from models.config import MODEL_NAMES, PSEUDO_LABEL_MODELS
-        if self.model not in MODEL_NAMES or self.model in PSEUDO_LABEL_MODELS:
+        from models.registry import model_names, pseudo_labelled_names
+        if self.model not in model_names() or self.model in pseudo_labelled_names():
             raise ValueError(f"split model must be a harness model trained on the funnel "
                              f"labels, got {self.model!r}")
         if self.width < 1:
@@ -128,8 +130,8 @@ class PartyConfig:
         raw = dict(raw)
         try:  # a wrong type (TypeError) is named with its file too
             raw["split"] = _from_dict(SplitConfig, raw.get("split"), f"{where}: split")
-            raw["model"] = _from_dict(ModelConfig, raw.get("model"), f"{where}: model")
-            raw["train"] = _from_dict(TrainConfig, raw.get("train"), f"{where}: train")
+            raw["model"] = model_config_from_dict(raw.get("model"), f"{where}: model")
+            raw["train"] = train_config_from_dict(raw.get("train"), f"{where}: train")
             return cls(**raw)
         except TypeError as e:
             raise ValueError(f"{where}: {e}") from None
@@ -137,12 +139,15 @@ class PartyConfig:
             raise e if str(e).startswith(where) else ValueError(f"{where}: {e}") from None
 
     def to_dict(self) -> Dict[str, Any]:
-        """Plain data (JSON/YAML-ready)."""
-        return json.loads(json.dumps(asdict(self)))
+        """Plain data (JSON/YAML-ready); the model config in its flat form
+        (``models.config.ModelConfig.flat``)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out.update(split=asdict(self.split), model=self.model.flat(), train=asdict(self.train))
+        return json.loads(json.dumps(out))
 
     def save(self, path: str) -> None:
         """Write the YAML file :meth:`load` reads."""
-        from preprocessing.atomic import atomic_write_text
+        from common.atomic import atomic_write_text
         atomic_write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
 
 

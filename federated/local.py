@@ -41,8 +41,8 @@ from dataclasses import replace
 from typing import Dict, List, Optional, Sequence
 
 
-from preprocessing.atomic import atomic_write_text
-from preprocessing.report import print_table
+from common.atomic import atomic_write_text
+from common.tables import print_table
 
 HEADLINE = ("entire_space_cvr_auc", "ctcvr_auc", "cvr_auc_clicked", "ctr_auc")
 
@@ -269,7 +269,7 @@ def versions() -> Dict[str, str]:
 
 def main(argv: Optional[List[str]] = None) -> int:
     """CLI entry point: ``python -m federated.local``."""
-    from models.train import quiet_tensorflow
+    from common.quiet import quiet_tensorflow
     quiet_tensorflow()
     parser = argparse.ArgumentParser(prog="python -m federated.local",
                                      description=__doc__.split("\n\n")[0])
@@ -314,7 +314,7 @@ def run_local(args) -> int:
     from federated.parties import split_parties
     from federated.privacy import DPConfig, GradientDefenceConfig
     from models.config import load_configs
-    from benchmarks.run import machine_info
+    from preprocessing.device import machine_info
 
     started = time.perf_counter()
     out = os.path.abspath(args.out)
@@ -374,11 +374,13 @@ def run_local(args) -> int:
             results.setdefault(arm, []).append(r)
             atomic_write_text(os.path.join(out, "results_partial.json"),
                               json.dumps(results, indent=2))
-    info = {"date": datetime.date.today().isoformat(), "data": proc,
+    from common.provenance import portable_path, recorded_command  # no machine paths recorded
+    info = {"date": datetime.date.today().isoformat(),
+            "data": portable_path(proc, "PROC", {out: "OUT"}),
             "rows": args.rows or None, "seeds": seeds, "split": split_summary,
             "machine": machine_info(), "versions": versions(),
             "wall_seconds": time.perf_counter() - started,
-            "command": "python -m federated.local " + " ".join(sys.argv[1:])}
+            "command": recorded_command("federated.local", sys.argv[1:])}
     atomic_write_text(os.path.join(out, "run_info.json"), json.dumps(info, indent=2))
     return finish(results, info, out)
 
@@ -400,7 +402,9 @@ def merge(dirs: Sequence[str], out: str) -> int:
             raise ValueError(f"arm {arm}: seeds {seeds} repeat across the merged runs")
         runs.sort(key=lambda r: r["seed"])
     info = dict(infos[0]) if infos else {}
-    info.update(merged_from=[os.path.abspath(d) for d in dirs],
+    from common.provenance import portable_path  # the jobs as JOBS/<name>, not this machine's paths
+    info.update(merged_from=[portable_path(d, "JOB", {os.path.dirname(os.path.abspath(d)): "JOBS"})
+                             for d in dirs],
                 seeds=sorted({r["seed"] for runs in results.values() for r in runs}),
                 commands=[i.get("command") for i in infos],
                 wall_seconds=[i.get("wall_seconds") for i in infos])

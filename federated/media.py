@@ -34,7 +34,7 @@ from federated import alignment as AL
 from federated.advertiser import SERVICE
 from federated.config import PartyConfig, agreement
 from federated.parties import ADVERTISER, MEDIA, SPLITS, PartyData
-from preprocessing.atomic import atomic_write_text
+from common.atomic import atomic_write_text
 
 log = logging.getLogger("extcvr.federated.media")
 EXIT_PEER_GONE, EXIT_FAILED = 3, 4
@@ -224,7 +224,7 @@ def run(config: PartyConfig, progress: bool = True) -> int:
 
 def main(argv: Optional[List[str]] = None) -> int:
     """CLI entry point: ``python -m federated.media --config FILE``."""
-    from models.train import quiet_tensorflow
+    from common.quiet import quiet_tensorflow
     quiet_tensorflow()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s media %(message)s")
     parser = argparse.ArgumentParser(prog="python -m federated.media",
@@ -239,7 +239,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if code == 0:
-        from preprocessing.report import print_table
+        from common.tables import print_table
         report = json.load(open(os.path.join(config.out, "media.json")))
         dp = report["dp"]
         print_table("federated.media", [

@@ -20,8 +20,9 @@ from typing import Dict, Sequence
 
 import tensorflow as tf
 
-from models.baselines import CVRModel, build_model, mlp
+from models.baselines import CVRModel, mlp
 from models.config import ModelConfig
+from models.registry import build_model
 from models.export import save_atomically, signature_specs
 from models.inputs import Feature, InputLayer
 

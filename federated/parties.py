@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from preprocessing import columns as C
-from preprocessing.atomic import atomic_output_dir, atomic_write_text
+from common.atomic import atomic_output_dir, atomic_write_text
 from preprocessing.splits import read_split_table
 
 MEDIA = "media"

@@ -15,7 +15,7 @@ import argparse
 import sys
 from typing import List, Optional
 
-from preprocessing.report import print_table
+from common.tables import print_table
 
 
 def main(argv: Optional[List[str]] = None) -> int:

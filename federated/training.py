@@ -97,7 +97,7 @@ class TopTrainer:
     """The advertiser's model and step (also the single-process baselines with ``width=0``).
 
     Args:
-        model_name: a harness model (``models.baselines.build_model``).
+        model_name: a harness model (``models.registry.build_model``).
         features: the inputs this process holds.
         targets: the label columns.
         width: the media embedding's width (0: no media embedding).

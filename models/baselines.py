@@ -14,15 +14,58 @@ References:
 
 from __future__ import annotations
 
-from typing import Dict, Sequence
+from dataclasses import dataclass
+from typing import Dict, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
 
-from models.config import ModelConfig
+from common.params import check_param
+from models import registry
+from models.config import FamilyConfig, ModelConfig
 from models.inputs import Feature, InputLayer
 
 EPS = 1e-7
+
+
+@dataclass(frozen=True)
+class MMoEConfig(FamilyConfig):
+    """MMoE's options (``model: {mmoe: {...}}``).
+
+    Args:
+        experts: number of MMoE experts.
+        expert_units: hidden units of each MMoE expert.
+    """
+
+    KEY = "mmoe"
+    LEGACY = {"mmoe_experts": "experts", "mmoe_expert_units": "expert_units"}
+    experts: int = 4
+    expert_units: Tuple[int, ...] = (128, 64)
+
+    def __post_init__(self):
+        object.__setattr__(self, "expert_units", tuple(self.expert_units))
+        check_param(self.experts >= 1, "mmoe_experts", ">= 1", self.experts)
+        check_param(len(self.expert_units) >= 1 and all(u >= 1 for u in self.expert_units),
+                    "mmoe_expert_units", "a non-empty list of positive ints", self.expert_units)
+
+
+@dataclass(frozen=True)
+class ESCM2Config(FamilyConfig):
+    """ESCM2-IPS's options (``model: {escm2: {...}}``).
+
+    Args:
+        ips_clip: lower clip of pCTR in the ESCM2-IPS weights 1 / pCTR (our choice).
+        ips_weight: weight of the ESCM2 counterfactual CVR risk.
+    """
+
+    KEY = "escm2"
+    LEGACY = {"ips_clip": "ips_clip", "ips_weight": "ips_weight"}
+    ips_clip: float = 0.05
+    ips_weight: float = 1.0
+
+    def __post_init__(self):
+        check_param(0.0 < self.ips_clip <= 1.0, "ips_clip", "in (0, 1]", self.ips_clip)
+        check_param(self.ips_weight >= 0, "ips_weight", ">= 0", self.ips_weight)
 
 
 def bce(labels: tf.Tensor, probs: tf.Tensor) -> tf.Tensor:
@@ -60,6 +103,10 @@ class CVRModel(tf.keras.Model):
         targets: the label columns available (a subset of click, cart, purchase).
     """
 
+    #: The history key of the validation click AUC is ``valid_`` + this (the UKD teacher
+    #: reports its discriminator's AUC there).
+    click_auc_name = "ctr_auc"
+
     def __init__(self, features: Sequence[Feature], config: ModelConfig,
                  targets: Sequence[str] = ("click", "purchase"), **kwargs):
         super().__init__(**kwargs)
@@ -86,6 +133,10 @@ class CVRModel(tf.keras.Model):
             if task in rates:
                 p = min(max(rates[task], 1e-6), 1.0 - 1e-6)
                 layer.bias.assign(tf.fill(layer.bias.shape, float(np.log(p / (1.0 - p)))))
+
+    def set_planned_steps(self, steps: int) -> None:
+        """The trainer tells the model how many steps the run plans (before training), for a
+        schedule over the run (the UKD teacher's adversarial weight); most models ignore it."""
 
     def train_step(self, data):
         """One optimisation step on ``(features, labels)``; returns ``{"loss": ...}``."""
@@ -189,9 +240,10 @@ class ESCM2IPS(ESMM):
 
     def compute_loss(self, outputs, labels):
         click = _label(labels, "click")
-        weights = 1.0 / tf.maximum(tf.stop_gradient(outputs["pctr"]), self.config.ips_clip)
+        options = self.config.family(ESCM2Config)
+        weights = 1.0 / tf.maximum(tf.stop_gradient(outputs["pctr"]), options.ips_clip)
         ips = tf.reduce_mean(click * weights * bce(_label(labels, "purchase"), outputs["pcvr"]))
-        return super().compute_loss(outputs, labels) + self.config.ips_weight * ips
+        return super().compute_loss(outputs, labels) + options.ips_weight * ips
 
 
 class MMoE(CVRModel):
@@ -204,9 +256,10 @@ class MMoE(CVRModel):
     def __init__(self, features, config, targets=("click", "purchase"), **kwargs):
         super().__init__(features, config, targets, **kwargs)
         self.tasks = [t for t in ("click", "cart", "purchase") if t in self.targets]
-        self.experts = [mlp(config.mmoe_expert_units, config.dropout, f"expert{i}",
-                            output=False) for i in range(config.mmoe_experts)]
-        self.gates = {t: tf.keras.layers.Dense(config.mmoe_experts, activation="softmax",
+        options = config.family(MMoEConfig)
+        self.experts = [mlp(options.expert_units, config.dropout, f"expert{i}",
+                            output=False) for i in range(options.experts)]
+        self.gates = {t: tf.keras.layers.Dense(options.experts, activation="softmax",
                                                name=f"gate_{t}") for t in self.tasks}
         self.towers = {t: mlp(config.tower_units, config.dropout, f"{t}_tower")
                        for t in self.tasks}
@@ -242,19 +295,16 @@ MODELS = {"naive": NaiveCVR, "naive_shared": NaiveSharedCVR, "esmm": ESMM,
           "escm2_ips": ESCM2IPS, "mmoe": MMoE}
 
 
-def build_model(name: str, features: Sequence[Feature], config: ModelConfig,
-                targets: Sequence[str], seed: int = 0) -> CVRModel:
-    """Instantiate the model ``name``: one of ``MODELS``, the UKD teacher and students
-    (``ukd_teacher``, ``ukd``, ``ukd_base``: ``models.ukd``) or one of the AutoHERI family
-    (``models.autoheri.model.AUTOHERI_MODELS``; ``seed`` draws ``autoheri_random``'s edges)."""
-    from models.autoheri.model import AUTOHERI_MODELS, build_autoheri
-    from models.ukd.student import UKDBaseStudent, UKDStudent
-    from models.ukd.teacher import UKDTeacher
-    if name in AUTOHERI_MODELS:
-        return build_autoheri(name, features, config, targets, seed)
-    models = {**MODELS, "ukd_teacher": UKDTeacher, "ukd": UKDStudent,
-              "ukd_base": UKDBaseStudent}
-    if name not in models:
-        raise ValueError(f"The 'model' parameter must be one of "
-                         f"{sorted(models) + sorted(AUTOHERI_MODELS)}. Got {name!r} instead.")
-    return models[name](features, config, targets)
+def build_baseline(name: str, features: Sequence[Feature], config: ModelConfig,
+                   targets: Sequence[str], seed: int = 0) -> CVRModel:
+    """One of :data:`MODELS` (``seed`` is unused: nothing is drawn at random)."""
+    return MODELS[name](features, config, targets)
+
+
+FAMILY = registry.register(registry.ModelFamily(
+    names={"naive": "BASE of ESMM: CVR on clicks, its own CTR model and embeddings",
+           "naive_shared": "the naive CVR loss with embeddings shared with the CTR task",
+           "esmm": "ESMM: CTR and CTCVR losses over all impressions",
+           "escm2_ips": "ESCM2-IPS: ESMM plus an IPS-weighted CVR risk on clicks",
+           "mmoe": "MMoE over click, cart and purchase"},
+    build=build_baseline, configs=(MMoEConfig, ESCM2Config)))

@@ -17,9 +17,10 @@ import os
 import sys
 from typing import List, Optional
 
-from models.config import MODEL_NAMES, PSEUDO_LABEL_MODELS, load_configs
+from models.config import load_configs
+from models.registry import model_names, pseudo_labelled_names
 from models.metrics import format_mean_std
-from preprocessing.report import print_table
+from common.tables import print_table
 
 
 def compare(data_dir: str, out: str, models: List[str], seeds: int, config: Optional[str],
@@ -48,14 +49,14 @@ def compare(data_dir: str, out: str, models: List[str], seeds: int, config: Opti
 
 def main(argv: Optional[List[str]] = None) -> int:
     """CLI entry point: ``python -m models.compare``."""
-    from models.train import quiet_tensorflow
+    from common.quiet import quiet_tensorflow
     quiet_tensorflow()
     parser = argparse.ArgumentParser(prog="python -m models.compare",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", required=True)
     parser.add_argument("--out", required=True)
-    parser.add_argument("--models", nargs="+", choices=MODEL_NAMES,
-                        default=[m for m in MODEL_NAMES if m not in PSEUDO_LABEL_MODELS],
+    parser.add_argument("--models", nargs="+", choices=model_names(),
+                        default=[m for m in model_names() if m not in pseudo_labelled_names()],
                         help="default: every model that needs no pseudo-labels")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--config", default=None)

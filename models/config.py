@@ -1,39 +1,65 @@
 """Model and training configuration: frozen dataclasses with validated fields.
 
 ``python -m models.train --config FILE`` reads a YAML file with two optional sections,
-``model:`` and ``train:``, whose keys are the fields below. The resolved configuration is
-written to ``RUN_DIR/config.json``.
+``model:`` and ``train:``. ``model:`` holds the fields every model uses (:class:`ModelConfig`)
+and one sub-section per model family, named by the family config's ``KEY`` (``mmoe``,
+``escm2``, ``autoheri``, ``ukd``), whose keys are that dataclass's fields::
+
+    model:
+      embedding_dim: 16
+      autoheri: {search_fraction: 0.5, edge_lr: 0.01}
+
+The flat keys of earlier releases (``autoheri_edge_lr``, ``ukd_alpha``, ``mmoe_experts``,
+``ips_clip``, ``ctcart_weight``, ...) keep working: each family config lists them in ``LEGACY``
+and they map to its fields. The resolved configuration is written to ``RUN_DIR/config.json`` in
+that flat form (:func:`configs_to_dict`), so runs recorded before the family configs are the
+same runs for ``--resume`` and ``models.compare``.
 
 The defaults are the settings selected on the validation day for the ESMM-vs-naive comparison
 on the 4M-row default data (``models/configs/selected_4m.yaml`` records that choice; a test keeps
 the two equal): one epoch, LazyAdam at 2e-3 with the cosine decay on the dense weights only, and
-the CTCVR loss weighted 3 in the entire-space models (README "Models").
+the CTCVR loss weighted 3 in the entire-space models (docs/models.md).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
-from typing import Any, Dict, Optional, Tuple
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any, ClassVar, Dict, Optional, Tuple, Type, TypeVar
 
 import yaml
 
-from preprocessing.params import check_param
+from common.params import check_param, dataclass_from_dict
+from models import registry
 
-MODEL_NAMES = ("naive", "naive_shared", "esmm", "escm2_ips", "mmoe", "autoheri", "autoheri_none",
-               "autoheri_all", "autoheri_random", "ukd_teacher", "ukd", "ukd_base")
-#: Models that train on the UKD teacher's pseudo-labels (data from ``models.pseudolabel``).
-PSEUDO_LABEL_MODELS = ("ukd", "ukd_base")
-AUTOHERI_SEARCH_NAMES = ("joint", "bilevel")
-AUTOHERI_DERIVE_NAMES = ("threshold", "topk")
-UKD_SCHEDULE_NAMES = ("dann", "constant")
 OPTIMIZER_NAMES = ("adam", "lazy_adam")
 LR_SCHEDULE_NAMES = ("constant", "cosine", "cosine_dense")
+
+F = TypeVar("F", bound="FamilyConfig")
+
+
+class FamilyConfig:
+    """Base of a model family's own config dataclass (frozen, validated in ``__post_init__``).
+
+    Class attributes:
+        KEY: the family's sub-section under ``model:`` in a YAML config.
+        LEGACY: flat ``ModelConfig`` keys of earlier releases -> this dataclass's fields.
+    """
+
+    KEY: ClassVar[str] = ""
+    LEGACY: ClassVar[Dict[str, str]] = {}
+
+    def flat(self) -> Dict[str, Any]:
+        """This config under its legacy flat names (the ``RUN_DIR/config.json`` form)."""
+        by_field = {f: legacy for legacy, f in self.LEGACY.items()}
+        return {by_field[k]: v for k, v in json.loads(json.dumps(asdict(self))).items()}
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Architecture of the shared input layer and the task towers.
+    """What every model uses: the shared input layer, the task towers and the entire-space
+    loss weight; each family's own options ride along in ``families`` (one config object per
+    family, :meth:`family` returns it or its defaults).
 
     Args:
         embedding_dim: width of every categorical embedding (ESMM paper: 18).
@@ -42,47 +68,13 @@ class ModelConfig:
         tower_units: hidden units of each task tower (ESMM paper: 360x200x80).
         dropout: dropout rate after each hidden layer.
         l2: L2 penalty on embedding outputs.
-        mmoe_experts: number of MMoE experts.
-        mmoe_expert_units: hidden units of each MMoE expert.
-        ips_clip: lower clip of pCTR in the ESCM2-IPS weights 1 / pCTR (our choice).
-        ips_weight: weight of the ESCM2 counterfactual CVR risk.
-        ctcvr_weight: weight of the CTCVR loss in entire-space models (ESMM, ESCM2-IPS; ESMM
-            paper: 1; default 3, chosen on the validation day of the 4M default data, README
-            "Models").
+        ctcvr_weight: weight of the CTCVR loss in entire-space models (ESMM, ESCM2-IPS,
+            AutoHERI's chain; ESMM paper: 1; default 3, chosen on the validation day of the 4M
+            default data, docs/models.md).
         prior_bias_init: start each task's output bias at the logit of its training base rate
             (our choice; the same for every model).
-        ctcart_weight: weight of the CTCART loss ``CE(click * cart, pCTR * pCART|click)`` of the
-            AutoHERI chain (our choice: 1).
-        autoheri_search: ``joint`` (edge logits and weights on the training split) or
-            ``bilevel`` (weights on train; edge logits on the validation day's first half,
-            one edge step every ``autoheri_bilevel_every`` weight steps).
-        autoheri_search_fraction: the search stage's length, as a fraction of the training
-            run's planned steps (``epochs`` x steps per epoch). The default 0.25 keeps search
-            + retrain within 3x one ESMM run (``benchmarks.train_bench``); on the 4M-row
-            default data 0.5 searched no better on the validation day (until 2026-12-01 the
-            default was 0.5: earlier sweep records ran with it).
-        autoheri_edge_lr: Adam learning rate of the edge logits (constant).
-        autoheri_edge_init: every edge's starting probability.
-        autoheri_temperature: ``p = sigmoid(a / temperature)``.
-        autoheri_sparsity: weight of the penalty ``sum_ij p_ij`` (the expected edge count)
-            added to the search loss.
-        autoheri_bilevel_every: weight steps per edge step in the bi-level search.
-        autoheri_derive: ``threshold`` (keep ``p > autoheri_threshold``) or ``topk`` (keep the
-            ``autoheri_top_k`` most probable edges).
-        autoheri_threshold, autoheri_top_k: see ``autoheri_derive``.
-        autoheri_random_edges: edge count of ``autoheri_random`` (0: ``autoheri_top_k`` when
-            deriving by top-k; set it to the searched set's size otherwise).
-        ukd_representation_units: hidden units of the UKD teacher's representation ``T_f``.
-        ukd_head_units: hidden units of the teacher's CVR head and click discriminator.
-        ukd_adversarial_weight: the largest weight of the reversed discriminator gradient.
-        ukd_adversarial_schedule: ``dann`` (the weight rises as ``2 / (1 + exp(-10 t)) - 1``
-            over the run's fraction ``t`` of planned steps) or ``constant``.
-        ukd_alpha: weight of the UKD student's distillation on unclicked rows.
-        ukd_gamma: weight of the student's CTR loss.
-        ukd_lambda: the uncertainty's sharpness in the distillation weight
-            ``exp(-ukd_lambda * KL(p || p'))`` (a third-party reimplementation used 100).
-        ukd_kl_weight: weight of the KL regulariser on unclicked rows (our choice: 1).
-        ukd_head_dropout: dropout rate in front of each of the student's two CVR heads.
+        families: the family configs set away from their defaults (:class:`FamilyConfig`
+            instances, at most one per class).
     """
 
     embedding_dim: int = 16
@@ -90,84 +82,115 @@ class ModelConfig:
     tower_units: Tuple[int, ...] = (128, 64, 32)
     dropout: float = 0.0
     l2: float = 0.0
-    mmoe_experts: int = 4
-    mmoe_expert_units: Tuple[int, ...] = (128, 64)
-    ips_clip: float = 0.05
-    ips_weight: float = 1.0
     ctcvr_weight: float = 3.0
     prior_bias_init: bool = True
-    ctcart_weight: float = 1.0
-    autoheri_search: str = "joint"
-    autoheri_search_fraction: float = 0.25
-    autoheri_edge_lr: float = 0.01
-    autoheri_edge_init: float = 0.5
-    autoheri_temperature: float = 1.0
-    autoheri_sparsity: float = 0.0
-    autoheri_bilevel_every: int = 1
-    autoheri_derive: str = "threshold"
-    autoheri_threshold: float = 0.5
-    autoheri_top_k: int = 0
-    autoheri_random_edges: int = 0
-    ukd_representation_units: Tuple[int, ...] = (128, 64)
-    ukd_head_units: Tuple[int, ...] = (32,)
-    ukd_adversarial_weight: float = 1.0
-    ukd_adversarial_schedule: str = "dann"
-    ukd_alpha: float = 0.5
-    ukd_gamma: float = 0.2
-    ukd_lambda: float = 100.0
-    ukd_kl_weight: float = 1.0
-    ukd_head_dropout: float = 0.1
+    families: Tuple[FamilyConfig, ...] = ()
 
     def __post_init__(self):
-        for name in ("tower_units", "mmoe_expert_units", "ukd_representation_units",
-                     "ukd_head_units"):
-            object.__setattr__(self, name, tuple(getattr(self, name)))
+        object.__setattr__(self, "tower_units", tuple(self.tower_units))
+        families = tuple(self.families.values()) if isinstance(self.families, dict) \
+            else tuple(self.families)
+        # canonical: sorted by key, defaults dropped, so equal settings compare equal
+        families = tuple(sorted((f for f in families if f != type(f)()),
+                                key=lambda f: f.KEY))
+        object.__setattr__(self, "families", families)
+        check_param(len({type(f) for f in families}) == len(families), "families",
+                    "at most one config per family", families)
         check_param(1 <= self.embedding_dim <= 1024, "embedding_dim", "in [1, 1024]",
-               self.embedding_dim)
+                    self.embedding_dim)
         check_param(self.max_embedding_rows >= 0, "max_embedding_rows", ">= 0",
-               self.max_embedding_rows)
+                    self.max_embedding_rows)
         check_param(0.0 <= self.dropout < 1.0, "dropout", "in [0, 1)", self.dropout)
         check_param(self.l2 >= 0, "l2", ">= 0", self.l2)
-        check_param(self.mmoe_experts >= 1, "mmoe_experts", ">= 1", self.mmoe_experts)
-        check_param(0.0 < self.ips_clip <= 1.0, "ips_clip", "in (0, 1]", self.ips_clip)
-        check_param(self.ips_weight >= 0, "ips_weight", ">= 0", self.ips_weight)
         check_param(self.ctcvr_weight > 0, "ctcvr_weight", "> 0", self.ctcvr_weight)
-        check_param(self.ctcart_weight >= 0, "ctcart_weight", ">= 0", self.ctcart_weight)
-        check_param(self.autoheri_search in AUTOHERI_SEARCH_NAMES, "autoheri_search",
-                    f"one of {', '.join(AUTOHERI_SEARCH_NAMES)}", self.autoheri_search)
-        check_param(0.0 < self.autoheri_search_fraction <= 4.0, "autoheri_search_fraction",
-                    "in (0, 4]", self.autoheri_search_fraction)
-        check_param(self.autoheri_edge_lr > 0, "autoheri_edge_lr", "> 0", self.autoheri_edge_lr)
-        check_param(0.0 < self.autoheri_edge_init < 1.0, "autoheri_edge_init", "in (0, 1)",
-                    self.autoheri_edge_init)
-        check_param(self.autoheri_temperature > 0, "autoheri_temperature", "> 0",
-                    self.autoheri_temperature)
-        check_param(self.autoheri_sparsity >= 0, "autoheri_sparsity", ">= 0",
-                    self.autoheri_sparsity)
-        check_param(self.autoheri_bilevel_every >= 1, "autoheri_bilevel_every", ">= 1",
-                    self.autoheri_bilevel_every)
-        check_param(self.autoheri_derive in AUTOHERI_DERIVE_NAMES, "autoheri_derive",
-                    f"one of {', '.join(AUTOHERI_DERIVE_NAMES)}", self.autoheri_derive)
-        check_param(0.0 < self.autoheri_threshold < 1.0, "autoheri_threshold", "in (0, 1)",
-                    self.autoheri_threshold)
-        check_param(self.autoheri_top_k >= 0, "autoheri_top_k", ">= 0", self.autoheri_top_k)
-        check_param(self.autoheri_derive != "topk" or self.autoheri_top_k >= 1, "autoheri_top_k",
-                    ">= 1 when autoheri_derive is topk", self.autoheri_top_k)
-        check_param(self.autoheri_random_edges >= 0, "autoheri_random_edges", ">= 0",
-                    self.autoheri_random_edges)
-        for name in ("tower_units", "ukd_representation_units", "ukd_head_units"):
-            units = getattr(self, name)
-            check_param(len(units) >= 1 and all(u >= 1 for u in units), name,
-                        "a non-empty list of positive ints", units)
-        check_param(self.ukd_adversarial_weight >= 0, "ukd_adversarial_weight", ">= 0",
-                    self.ukd_adversarial_weight)
-        check_param(self.ukd_adversarial_schedule in UKD_SCHEDULE_NAMES,
-                    "ukd_adversarial_schedule", f"one of {', '.join(UKD_SCHEDULE_NAMES)}",
-                    self.ukd_adversarial_schedule)
-        for name in ("ukd_alpha", "ukd_gamma", "ukd_lambda", "ukd_kl_weight"):
-            check_param(getattr(self, name) >= 0, name, ">= 0", getattr(self, name))
-        check_param(0.0 <= self.ukd_head_dropout < 1.0, "ukd_head_dropout", "in [0, 1)",
-                    self.ukd_head_dropout)
+        check_param(len(self.tower_units) >= 1 and all(u >= 1 for u in self.tower_units),
+                    "tower_units", "a non-empty list of positive ints", self.tower_units)
+
+    def family(self, cls: Type[F]) -> F:
+        """The config of family ``cls``: the one set in ``families``, else ``cls()``."""
+        for f in self.families:
+            if type(f) is cls:
+                return f
+        return cls()
+
+    def with_family(self, config: FamilyConfig) -> "ModelConfig":
+        """A copy with ``config`` replacing its family's config."""
+        others = tuple(f for f in self.families if type(f) is not type(config))
+        return replace(self, families=others + (config,))
+
+    def flat(self) -> Dict[str, Any]:
+        """Every field of this config and of every registered family's config, under the flat
+        names of earlier releases (what ``RUN_DIR/config.json`` records)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "families"}
+        out = json.loads(json.dumps(out))
+        for cls in registry.family_configs():
+            out.update(self.family(cls).flat())
+        return out
+
+
+def common_keys() -> Tuple[str, ...]:
+    """The keys of ``model:`` that :class:`ModelConfig` itself holds."""
+    return tuple(f.name for f in fields(ModelConfig) if f.name != "families")
+
+
+def legacy_keys() -> Dict[str, Tuple[type, str]]:
+    """Every flat key of earlier releases -> (its family config class, the field)."""
+    return {legacy: (cls, name) for cls in registry.family_configs()
+            for legacy, name in cls.LEGACY.items()}
+
+
+def model_config_from_dict(raw: Optional[Dict[str, Any]], where: str = "model") -> ModelConfig:
+    """A :class:`ModelConfig` from a ``model:`` mapping: common keys, family sub-sections
+    (``autoheri: {...}``) and the flat keys of earlier releases (``autoheri_edge_lr``), which
+    map to the same family fields. Unknown keys fail naming the known ones."""
+    raw = dict(raw or {})
+    if not isinstance(raw, dict):
+        raise ValueError(f"{where}: expected a mapping, got {type(raw).__name__}")
+    by_key = {cls.KEY: cls for cls in registry.family_configs()}
+    legacy = legacy_keys()
+    common = set(common_keys())
+    family_raw: Dict[type, Dict[str, Any]] = {}
+    unknown = []
+    for key in list(raw):
+        if key in common:
+            continue
+        value = raw.pop(key)
+        if key in by_key:
+            if not isinstance(value, dict):
+                raise ValueError(f"{where}: {key}: expected a mapping of "
+                                 f"{by_key[key].__name__} fields, got {value!r}")
+            known = {f.name for f in fields(by_key[key])}
+            bad = sorted(set(value) - known)
+            if bad:
+                raise ValueError(f"{where}: {key}: unknown keys {bad}; known keys are "
+                                 f"{sorted(known)}")
+            family_raw.setdefault(by_key[key], {}).update(value)
+        elif key in legacy:
+            cls, name = legacy[key]
+            family_raw.setdefault(cls, {})[name] = value
+        else:
+            unknown.append(key)
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {sorted(unknown)}; known keys are "
+                         f"{sorted(common)}, the family sections {sorted(by_key)} and their "
+                         f"earlier flat names {sorted(legacy)}")
+    try:
+        families = tuple(cls(**values) for cls, values in family_raw.items())
+        return ModelConfig(**raw, families=families)
+    except (TypeError, ValueError) as e:  # say which file and section it came from
+        raise ValueError(f"{where}: {e}") from None
+
+
+def model_config_from_flat(flat: Dict[str, Any]) -> ModelConfig:
+    """The inverse of :meth:`ModelConfig.flat` (a recorded ``config.json``'s
+    ``model_config``; keys of families no longer registered fail)."""
+    return model_config_from_dict(flat, "model_config")
+
+
+def with_model_options(config: ModelConfig, **options) -> ModelConfig:
+    """``config`` with some options changed, by flat name (``autoheri_sparsity=0.1``) or common
+    field name (``dropout=0.1``): what a sweep or a test sets."""
+    return model_config_from_flat({**config.flat(), **options})
 
 
 @dataclass(frozen=True)
@@ -222,18 +245,9 @@ class TrainConfig:
         check_param(self.eval_batch_size >= 1, "eval_batch_size", ">= 1", self.eval_batch_size)
 
 
-def _from_dict(cls, raw: Optional[Dict[str, Any]], where: str):
-    raw = raw or {}
-    if not isinstance(raw, dict):
-        raise ValueError(f"{where}: expected a mapping, got {type(raw).__name__}")
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise ValueError(f"{where}: unknown keys {unknown}; known keys are {sorted(known)}")
-    try:
-        return cls(**raw)
-    except ValueError as e:  # a field's validation: say which file and section it came from
-        raise ValueError(f"{where}: {e}") from None
+def train_config_from_dict(raw: Optional[Dict[str, Any]], where: str = "train") -> TrainConfig:
+    """A :class:`TrainConfig` from a ``train:`` mapping (unknown keys fail naming the known)."""
+    return dataclass_from_dict(TrainConfig, raw, where)
 
 
 def load_configs(path: Optional[str]) -> Tuple[ModelConfig, TrainConfig]:
@@ -245,13 +259,13 @@ def load_configs(path: Optional[str]) -> Tuple[ModelConfig, TrainConfig]:
     unknown = sorted(set(raw) - {"model", "train"})
     if unknown:
         raise ValueError(f"{path}: unknown sections {unknown}; expected 'model' and 'train'")
-    return (_from_dict(ModelConfig, raw.get("model"), f"{path}: model"),
-            _from_dict(TrainConfig, raw.get("train"), f"{path}: train"))
+    return (model_config_from_dict(raw.get("model"), f"{path}: model"),
+            train_config_from_dict(raw.get("train"), f"{path}: train"))
 
 
 def configs_to_dict(model: ModelConfig, train: TrainConfig) -> Dict[str, Any]:
     """Plain-data form of both configs."""
-    return {"model_config": asdict(model), "train_config": asdict(train)}
+    return {"model_config": model.flat(), "train_config": asdict(train)}
 
 
 def with_added_defaults(recorded: Dict[str, Any]) -> Dict[str, Any]:
@@ -260,9 +274,10 @@ def with_added_defaults(recorded: Dict[str, Any]) -> Dict[str, Any]:
     default's behaviour (new fields default to the old behaviour), so the run stays the same
     run for ``--resume`` and ``models.compare``."""
     out = dict(recorded)
-    for key, cls in (("model_config", ModelConfig), ("train_config", TrainConfig)):
+    for key, default in (("model_config", ModelConfig().flat()),
+                         ("train_config", asdict(TrainConfig()))):
         if isinstance(recorded.get(key), dict):
-            defaults = json.loads(json.dumps(asdict(cls())))
+            defaults = json.loads(json.dumps(default))
             out[key] = {**{k: v for k, v in defaults.items() if k not in recorded[key]},
                         **recorded[key]}
     return out

@@ -6,8 +6,7 @@ Only the model inputs and the targets are loaded: ground-truth columns never ent
 
 from __future__ import annotations
 
-import os
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import tensorflow as tf
@@ -15,16 +14,16 @@ import tensorflow as tf
 from models.inputs import Feature, features_from_schema
 from preprocessing import columns as C
 from preprocessing import merlin_patches
-from preprocessing.splits import split_parts
+from preprocessing.processed import ProcessedData
+
+#: A processed dataset: an open handle, or its directory (opened on the spot).
+Data = Union[str, ProcessedData]
 
 
-def load_schema(data_dir: str, split: str = "train"):
+def load_schema(data: Data, split: str = "train"):
     """The Merlin schema of a processed split (``schema.pbtxt`` written by the workflow).
     Read on the CPU whatever ``preprocessing.device`` decides: only metadata is read."""
-    merlin_patches.apply()
-    from merlin.io import Dataset
-    return Dataset(split_parts(os.path.join(data_dir, split)), engine="parquet",
-                   cpu=True).schema
+    return ProcessedData.open(data).schema(split)
 
 
 def model_columns(schema, targets: Sequence[str]) -> List[str]:
@@ -32,9 +31,9 @@ def model_columns(schema, targets: Sequence[str]) -> List[str]:
     return [f.name for f in features_from_schema(schema)] + list(targets)
 
 
-def split_dataset(data_dir: str, split: str, columns: Sequence[str]):
+def split_dataset(data: Data, split: str, columns: Sequence[str]):
     """A merlin Dataset over one split, restricted to ``columns``."""
-    return parts_dataset(split_parts(os.path.join(data_dir, split)), columns)
+    return parts_dataset(ProcessedData.open(data).parts(split), columns)
 
 
 def parts_dataset(parts: Sequence[str], columns: Sequence[str]):
@@ -80,14 +79,13 @@ def batches(dataset, batch_size: int, shuffle: bool, seed: Optional[int] = None,
         loader.stop()
 
 
-def label_rates(data_dir: str, targets: Sequence[str], split: str = "train") -> Dict[str, float]:
+def label_rates(data: Data, targets: Sequence[str], split: str = "train") -> Dict[str, float]:
     """Base rates of a split: CTR over impressions, cart and purchase rates over clicks.
 
     Keys are the target names; a rate with no denominator (no clicks) is omitted.
     """
     import pyarrow.parquet as pq
-    table = pq.read_table(split_parts(os.path.join(data_dir, split)),
-                          columns=list(targets))
+    table = pq.read_table(ProcessedData.open(data).parts(split), columns=list(targets))
     cols = {t: np.asarray(table.column(t).to_numpy(), dtype=np.float64) for t in targets}
     rates: Dict[str, float] = {}
     if C.CLICK in cols and len(cols[C.CLICK]):
@@ -99,8 +97,8 @@ def label_rates(data_dir: str, targets: Sequence[str], split: str = "train") -> 
     return rates
 
 
-def features_and_targets(data_dir: str) -> Tuple[List[Feature], Tuple[str, ...], object]:
-    """Model inputs, target columns and schema of a processed dataset directory."""
-    spec = C.DatasetSpec.load(data_dir)
-    schema = load_schema(data_dir)
-    return features_from_schema(schema), spec.targets, schema
+def features_and_targets(data: Data) -> Tuple[List[Feature], Tuple[str, ...], object]:
+    """Model inputs, target columns and schema of a processed dataset."""
+    data = ProcessedData.open(data)
+    schema = data.schema("train")
+    return features_from_schema(schema), data.spec.targets, schema

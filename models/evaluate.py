@@ -25,70 +25,34 @@ import pandas as pd
 
 from models import metrics as M
 from preprocessing import columns as C
-from preprocessing.atomic import atomic_output_dir, atomic_write_text
-from preprocessing.report import markdown_table, print_table
-from preprocessing.splits import read_split
+from common.atomic import atomic_output_dir, atomic_write_text
+from common.tables import markdown_table, print_table
+from models.predict import OUTPUTS, predict_frame, predict_split, split_context  # noqa: F401
+from preprocessing.processed import ProcessedData
 
 #: The metrics every report shows first (the acceptance keys of the harness).
 HEADLINE = ("ctr_auc", "cvr_auc_clicked", "ctcvr_auc", "entire_space_cvr_auc", "field_rce_app",
             "cvr_pcoc_clicked", "cvr_ece_eqfreq10_clicked")
-CONTEXT_COLUMNS = (C.CLICK, C.PURCHASE, C.PURCHASE_COUNTERFACTUAL, C.P_CLICK,
-                   C.P_PURCHASE_GIVEN_CLICK, C.USER_ID, C.APP_ID, C.CATEGORY_ID)
 
 
-def predict_split(saved_model_dir: str, data_dir: str, split: str,
-                  batch_size: int = 16384) -> pd.DataFrame:
-    """pCTR / pCVR / pCTCVR of every row of ``split``, in file order, from a SavedModel."""
-    import tensorflow as tf
-
-    from models.data import batches, load_schema, model_columns, split_dataset
-    from models.export import cast_to_signature
-
-    spec = C.DatasetSpec.load(data_dir)
-    schema = load_schema(data_dir, split)
-    ds = split_dataset(data_dir, split, model_columns(schema, spec.targets))
-    loaded = tf.saved_model.load(saved_model_dir)
-    serve = loaded.signatures["serving_default"]
-    specs = {k: v for k, v in serve.structured_input_signature[1].items()}
-    parts: Dict[str, List[np.ndarray]] = defaultdict(list)
-    for x, y in batches(ds, batch_size, shuffle=False):
-        out = serve(**cast_to_signature(x, specs))
-        for k in ("pctr", "pcvr", "pctcvr"):
-            parts[k].append(out[k].numpy())
-        parts["_click"].append(np.asarray(y[C.CLICK]).reshape(-1))
-    return pd.DataFrame({k: np.concatenate(v) for k, v in parts.items()})
-
-
-def split_context(data_dir: str, split: str) -> pd.DataFrame:
-    """Labels, ground truth and field ids of a split (whichever of them the data has)."""
-    spec = C.DatasetSpec.load(data_dir)
-    have = set(spec.all_columns)
-    return read_split(os.path.join(data_dir, split), [c for c in CONTEXT_COLUMNS if c in have])
-
-
-def score_run_split(run_dir: str, data_dir: str, split: str,
+def score_run_split(run_dir: str, data, split: str,
                     context: Optional[pd.DataFrame] = None) -> Tuple[Dict, pd.DataFrame]:
     """Metrics and predictions of one run on one split (``context`` is read when not given);
     also writes ``RUN_DIR/predictions_<split>.parquet``."""
-    preds = predict_split(os.path.join(run_dir, "saved_model"), data_dir, split)
-    if context is None:
-        context = split_context(data_dir, split)
-    if len(preds) != len(context) or not np.array_equal(preds["_click"].to_numpy(),
-                                                         context[C.CLICK].to_numpy()):
-        raise RuntimeError(f"{run_dir}: predictions and {split} rows are not aligned")
-    frame = {**{c: context[c].to_numpy() for c in context.columns},
-             "pctr": preds["pctr"].to_numpy(), "pcvr": preds["pcvr"].to_numpy()}
-    out = preds.drop(columns="_click")
+    frame = predict_frame(run_dir, data, split, context=context)
+    out = frame[[k for k in OUTPUTS if k in frame.columns]]
     path = os.path.join(run_dir, f"predictions_{split}.parquet")
     tmp = path + ".partial"
     out.to_parquet(tmp, index=False)
     os.replace(tmp, path)
-    return M.evaluate_predictions(frame), out
+    metrics = M.evaluate_predictions({c: frame[c].to_numpy() for c in frame.columns
+                                      if c != "pctcvr"})
+    return metrics, out
 
 
-def evaluate_run_split(run_dir: str, data_dir: str, split: str = "test") -> Dict:
+def evaluate_run_split(run_dir: str, data, split: str = "test") -> Dict:
     """Metrics of one run on one split; also writes ``RUN_DIR/predictions_<split>.parquet``."""
-    return score_run_split(run_dir, data_dir, split)[0]
+    return score_run_split(run_dir, data, split)[0]
 
 
 def aggregate(per_run: List[Dict]) -> Dict[str, Dict[str, Dict]]:
@@ -168,14 +132,15 @@ def plot_reliability(curves: Dict[str, tuple], path: str) -> None:
 def evaluate_runs(run_dirs: List[str], data_dir: str, out: str, split: str = "test") -> Dict:
     """Evaluate every run, aggregate by model over seeds, write the report directory."""
     per_run, pooled = [], defaultdict(lambda: ([], []))
-    context = split_context(data_dir, split)
+    data = ProcessedData.open(data_dir)
+    context = split_context(data, split)
     clicked = context[C.CLICK].to_numpy() == 1
     for run_dir in run_dirs:
         cfg_path = os.path.join(run_dir, "config.json")
         if not os.path.exists(cfg_path):
             raise FileNotFoundError(f"{run_dir}: not a run directory (no config.json)")
         cfg = json.load(open(cfg_path))
-        metrics, preds = score_run_split(run_dir, data_dir, split, context)
+        metrics, preds = score_run_split(run_dir, data, split, context)
         per_run.append({"run": os.path.abspath(run_dir), "model": cfg["model"],
                         "seed": cfg["seed"], "metrics": metrics})
         pcvr = preds["pcvr"].to_numpy()
@@ -184,7 +149,7 @@ def evaluate_runs(run_dirs: List[str], data_dir: str, out: str, split: str = "te
     report = aggregate(per_run)
     with atomic_output_dir(out) as staging:
         with open(os.path.join(staging, "report.json"), "w") as fh:
-            json.dump({"split": split, "data": os.path.abspath(data_dir), "models": report,
+            json.dump({"split": split, "data": os.path.abspath(data.root), "models": report,
                        "runs": per_run}, fh, indent=2)
         rows = []
         for model, m in report.items():

@@ -26,8 +26,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from models import metrics as M
-from preprocessing.atomic import atomic_output_dir
-from preprocessing.report import markdown_table, print_table
+from common.atomic import atomic_output_dir
+from common.tables import markdown_table, print_table
 
 DEFAULT_METRICS = ("entire_space_cvr_auc", "ctcvr_auc")
 

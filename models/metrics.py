@@ -1,6 +1,6 @@
 """Evaluation metrics for CTR / CVR models: pure numpy, no TensorFlow.
 
-Every metric here is defined in ``/work/shared/reference/algorithms.md`` (section "Metrics"):
+Every metric here is defined as in the project's algorithms reference (section "Metrics"):
 
 - ranking: :func:`auc` (exact, ties as in scikit-learn), :func:`gauc` (per-group AUC weighted
   by impressions);

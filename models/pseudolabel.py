@@ -29,9 +29,9 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from preprocessing import columns as C
-from preprocessing.atomic import atomic_output_dir, atomic_write_text
-from preprocessing.report import peak_rss_mb, print_table
-from preprocessing.splits import point_file_list_at, split_parts
+from common.atomic import atomic_output_dir, atomic_write_text
+from common.tables import peak_rss_mb, print_table
+from preprocessing.splits import point_file_list_at
 
 SPLITS = ("train", "valid", "test")
 
@@ -75,13 +75,12 @@ def _copy_part_with_scores(src: str, dst: str, scores: np.ndarray) -> int:
     return rows
 
 
-def _write_schema(split_dir: str, out_dir: str) -> None:
-    """``schema.pbtxt`` of ``split_dir`` plus ``teacher_pcvr`` tagged ``pseudo_label``."""
+def _write_schema(schema, out_dir: str) -> None:
+    """``schema`` (a split's Merlin schema) plus ``teacher_pcvr`` tagged ``pseudo_label``, as
+    ``out_dir/schema.pbtxt``."""
     from merlin.schema import ColumnSchema, Schema, Tags
     from merlin.schema.io.tensorflow_metadata import TensorflowMetadata
 
-    from models.data import load_schema
-    schema = load_schema(os.path.dirname(split_dir), os.path.basename(split_dir))
     # TARGET: the Merlin loader hands it to the student with the labels, never the features
     schema = schema + Schema([ColumnSchema(C.TEACHER_PCVR, dtype=np.float32,
                                            tags=[C.PSEUDO_LABEL_TAG, Tags.TARGET])])
@@ -94,10 +93,11 @@ def pseudolabel(teacher_run: str, data_dir: str, out_dir: str, batch_size: int =
     (see the module docstring); returns a summary."""
     from tqdm import tqdm
 
-    from models.data import load_schema, model_columns
+    from models.data import model_columns
+    from preprocessing.processed import ProcessedData
     if os.path.abspath(out_dir) == os.path.abspath(data_dir):
         raise ValueError(f"--out must differ from --data ({data_dir})")
-    spec = C.DatasetSpec.load(data_dir)
+    data = ProcessedData.open(data_dir)
     serve, specs = _teacher_signature(teacher_run)
     t0 = time.perf_counter()
     rows: Dict[str, int] = {}
@@ -105,13 +105,13 @@ def pseudolabel(teacher_run: str, data_dir: str, out_dir: str, batch_size: int =
     with atomic_output_dir(out_dir) as staging:
         for split in SPLITS:
             src_dir = os.path.join(data_dir, split)
-            schema = load_schema(data_dir, split)
+            schema = data.schema(split)
             if C.TEACHER_PCVR in schema.column_names:
                 raise ValueError(f"{src_dir}: already has a {C.TEACHER_PCVR} column")
-            columns = model_columns(schema, spec.targets)
+            columns = model_columns(schema, data.targets)
             dst_dir = os.path.join(staging, split)
             os.makedirs(dst_dir)
-            parts = split_parts(src_dir)
+            parts = data.parts(split)
             total, weighted = 0, 0.0
             for part in tqdm(parts, desc=f"pseudo-labels {split}", unit="part",
                              disable=not progress, file=sys.stderr):
@@ -120,7 +120,7 @@ def pseudolabel(teacher_run: str, data_dir: str, out_dir: str, batch_size: int =
                     part, os.path.join(dst_dir, os.path.basename(part)), scores)
                 weighted += float(scores.sum(dtype=np.float64))
             rows[split], means[split] = total, weighted / max(total, 1)
-            _write_schema(src_dir, dst_dir)
+            _write_schema(schema, dst_dir)
             for name in ("_metadata.json", "_file_list.txt"):  # HugeCTR's
                 if os.path.exists(os.path.join(src_dir, name)):
                     shutil.copy2(os.path.join(src_dir, name), dst_dir)

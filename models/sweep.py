@@ -33,12 +33,16 @@ from typing import Any, Dict, List, Optional, Tuple
 import yaml
 
 from models import metrics as M
-from models.config import MODEL_NAMES, ModelConfig, TrainConfig, load_configs
-from preprocessing.atomic import atomic_output_dir, atomic_write_text
-from preprocessing.params import check_param
-from preprocessing.report import markdown_table, print_table
+from models.config import TrainConfig, common_keys, legacy_keys, load_configs
+from models.registry import model_names
+from common.atomic import atomic_output_dir, atomic_write_text
+from common.params import check_param
+from common.tables import markdown_table, print_table
 
-SECTIONS = {"model": ModelConfig, "train": TrainConfig}
+#: The keys a sweep may set, per config section: the model's common fields and every family's
+#: flat name (``model.autoheri_sparsity``), the loop's fields.
+SECTIONS = {"model": lambda: (*common_keys(), *legacy_keys()),
+            "train": lambda: tuple(f.name for f in fields(TrainConfig))}
 RULES = ("best", "beat-first-by-std")
 
 
@@ -82,11 +86,11 @@ class SweepSpec:
     def __post_init__(self):
         object.__setattr__(self, "params", tuple(self.params))
         object.__setattr__(self, "values", tuple(tuple(v) for v in self.values))
-        check_param(self.model in MODEL_NAMES, "model", f"one of {', '.join(MODEL_NAMES)}",
+        check_param(self.model in model_names(), "model", f"one of {', '.join(model_names())}",
                     self.model)
         for param in self.params:
             section, _, key = param.partition(".")
-            known = {f.name for f in fields(SECTIONS[section])} if section in SECTIONS else set()
+            known = set(SECTIONS[section]()) if section in SECTIONS else set()
             check_param(key in known, "params", "section.key names with a field of ModelConfig "
                         "('model.') or TrainConfig ('train.')", param)
         check_param(len(self.params) >= 1 and len(set(self.params)) == len(self.params),
@@ -220,11 +224,11 @@ def sweep(spec: SweepSpec, data_dir: str, out: str, base_config: Optional[str] =
 
 def main(argv: Optional[List[str]] = None) -> int:
     """CLI entry point: ``python -m models.sweep``."""
-    from models.train import quiet_tensorflow
+    from common.quiet import quiet_tensorflow
     quiet_tensorflow()
     parser = argparse.ArgumentParser(prog="python -m models.sweep",
                                      description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", required=True, choices=MODEL_NAMES)
+    parser.add_argument("--model", required=True, choices=model_names())
     parser.add_argument("--data", required=True)
     parser.add_argument("--out", required=True)
     parser.add_argument("--param", required=True, action="append",

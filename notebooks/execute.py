@@ -102,7 +102,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """CLI entry point: ``python -m notebooks.execute``."""
     from nbclient.exceptions import CellExecutionError
 
-    from preprocessing.report import print_table
+    from common.tables import print_table
     parser = argparse.ArgumentParser(prog="python -m notebooks.execute",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("names", nargs="*", default=list(NOTEBOOKS), metavar="NAME")

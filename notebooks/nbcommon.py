@@ -3,7 +3,7 @@ needs, and a few small helpers.
 
 :func:`dataset`, :func:`trained` (:func:`esmm_run`) and :func:`calibration` build their
 artifact with the project's own functions (``preprocessing.generate``, ``preprocessing.run``,
-``models.train``, ``models.calibrate``) the first time and reuse it afterwards, so that each notebook runs alone
+``models.train``, ``calibration.calibrate``) the first time and reuse it afterwards, so that each notebook runs alone
 (it builds what it lacks) and the five, run in order on one work directory
 (``EXTCVR_NB_WORKDIR``), build nothing twice. Notebook 01 shows the data steps cell by cell and
 notebook 02 the training calls; the others call these functions.
@@ -89,20 +89,20 @@ def configs(model: str, rows: int):
     ``BIG_ROWS`` the test suite's tiny model sizes, batches of 1024 and 2 epochs (the UKD
     teacher 1); otherwise the committed selections (``models/configs/``, the ``models.train``
     defaults)."""
-    from models.config import ModelConfig, TrainConfig, load_configs
+    from models.config import TrainConfig, load_configs, model_config_from_flat
     if rows >= BIG_ROWS:
         committed = {"autoheri": "autoheri_4m.yaml", "ukd_teacher": "ukd_teacher_4m.yaml"}
         name = committed.get(model)
         return load_configs(str(REPO / "models" / "configs" / name) if name else None)
     train = TrainConfig(batch_size=1024, epochs=2, checkpoint_every=1000)
     if model == "autoheri":  # search on half the planned steps, keep the 3 best edges
-        return ModelConfig(embedding_dim=4, tower_units=(16, 8), autoheri_edge_lr=0.05,
+        return model_config_from_flat(dict(embedding_dim=4, tower_units=(16, 8), autoheri_edge_lr=0.05,
                            autoheri_search_fraction=0.5, autoheri_derive="topk",
-                           autoheri_top_k=3), train
+                           autoheri_top_k=3)), train
     if model == "ukd_teacher":
-        return (ModelConfig(embedding_dim=4, ukd_representation_units=(16,), ukd_head_units=(8,)),
+        return (model_config_from_flat(dict(embedding_dim=4, ukd_representation_units=(16,), ukd_head_units=(8,))),
                 TrainConfig(batch_size=1024, epochs=1, checkpoint_every=1000))
-    return ModelConfig(embedding_dim=4, tower_units=(16, 8), mmoe_expert_units=(16,)), train
+    return model_config_from_flat(dict(embedding_dim=4, tower_units=(16, 8), mmoe_expert_units=(16,))), train
 
 
 def trained(model: str, data_dir: str, runs_dir: str, rows: int,
@@ -126,10 +126,10 @@ def esmm_run(data: Data, rows: int) -> str:
 
 
 def calibration(run_dir: str, data: Data) -> Tuple[str, Dict]:
-    """``(directory, calibration.json content)`` of ``models.calibrate`` with every method by
+    """``(directory, calibration.json content)`` of ``calibration.calibrate`` with every method by
     app (fit on the validation day, scored on the test day, ``adacalib_trend`` reading the
     training days); ``DIR/adacalib/`` is the AdaCalib artifact that notebook 04 serves."""
-    from models.calibrate import calibrate, parse_methods
+    from calibration.calibrate import calibrate, parse_methods
     out = os.path.join(data.root, "calibration")
     result_path = os.path.join(out, "calibration.json")
     if os.path.isfile(result_path):

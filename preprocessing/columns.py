@@ -25,7 +25,7 @@ import os
 from dataclasses import asdict, dataclass
 from typing import List, Tuple
 
-from preprocessing.atomic import atomic_write_text
+from common.atomic import atomic_write_text
 
 SPEC_FILENAME = "dataset_spec.json"
 

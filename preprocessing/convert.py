@@ -40,11 +40,11 @@ import pyarrow.parquet as pq
 
 from preprocessing import columns as C
 from preprocessing.columns import day_filename
-from preprocessing.atomic import atomic_output_dir
+from common.atomic import atomic_output_dir
 from preprocessing.readers import CanonicalLayout, SourceReader
 from preprocessing.readers.aliccp import AliCcpCsvReader, AliCcpRawReader
 from preprocessing.readers.aliexpress import AliExpressReader
-from preprocessing.report import peak_rss_mb, print_table
+from common.tables import peak_rss_mb, print_table
 from preprocessing.validate import (FUNNEL_POLICIES, FunnelReport, InputValidationError,
                                     funnel_error, funnel_violations)
 

@@ -340,6 +340,17 @@ def reset() -> None:
     _LOGGED.clear()
 
 
+def machine_info() -> Dict[str, object]:
+    """Platform, CPU model, CPUs and memory of this machine (``common.machine``), and
+    ``devices``: this module's decision in this process (GPUs, cuDF, TensorFlow's GPUs when it
+    is loaded, Triton kind, ONNX Runtime provider), so that every results JSON says whether it
+    ran on a GPU."""
+    from common.machine import machine_facts
+    info = machine_facts()
+    info["devices"] = detect().to_dict()
+    return info
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """CLI entry point: ``python -m preprocessing.device``."""
     parser = argparse.ArgumentParser(prog="python -m preprocessing.device",

@@ -10,7 +10,7 @@ Writes, atomically (all or nothing):
 - ``dataset_spec.json`` (column roles), ``generator_config.json`` (the resolved config) and
   ``manifest.json`` (rows, rates, solved intercepts, peak RSS, timing).
 
-The generative model is documented in ``preprocessing/simulator/`` and in the README.
+The generative model is documented in ``preprocessing/simulator/`` and in ``docs/simulator.md``.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from tqdm import tqdm
 
 from preprocessing import columns as C
 from preprocessing.columns import day_filename
-from preprocessing.atomic import atomic_output_dir
-from preprocessing.report import peak_rss_mb, print_table
+from common.atomic import atomic_output_dir
+from common.tables import peak_rss_mb, print_table
 from preprocessing.simulator.config import GeneratorConfig, load_config
 from preprocessing.simulator.sampler import ImpressionSampler
 

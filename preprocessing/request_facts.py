@@ -21,7 +21,7 @@ import os
 from typing import Dict, List, Sequence
 
 from preprocessing import columns as C
-from preprocessing.atomic import atomic_write_text
+from common.atomic import atomic_write_text
 
 FACTS_FILENAME = "request_facts.json"
 FORMAT = "extcvr.request_facts"

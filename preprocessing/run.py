@@ -42,11 +42,11 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from preprocessing import columns as C
-from preprocessing.atomic import atomic_output_dir
+from common.atomic import atomic_output_dir
 from preprocessing.device import detect
 from preprocessing.read_once import read_once_dataset
-from preprocessing.report import (package_versions, peak_rss_mb, print_table,
-                                  silence_known_warnings)
+from common.quiet import silence_known_warnings
+from common.tables import package_versions, peak_rss_mb, print_table
 from preprocessing.request_facts import write_request_facts
 from preprocessing.splits import point_file_list_at
 from preprocessing.validate import (InputValidationError, funnel_rules, list_parquet_files,
@@ -104,7 +104,7 @@ def dask_client(workers: int, scheduler_address: Optional[str], threads_per_work
     with it, and a partition with a list column pickles element by element (at 10M rows one
     such transfer took 39 s, and the 2-worker run was slower than one process). Each task
     then runs where its partition was read. Start an external scheduler the same way
-    (``DASK_DISTRIBUTED__SCHEDULER__WORK_STEALING=False dask scheduler``; README)."""
+    (``DASK_DISTRIBUTED__SCHEDULER__WORK_STEALING=False dask scheduler``; docs/preprocessing.md)."""
     if scheduler_address or workers > 1:
         import dask
         from distributed import Client, LocalCluster

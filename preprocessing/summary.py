@@ -20,7 +20,7 @@ from typing import List, Optional
 import numpy as np
 
 from preprocessing import columns as C
-from preprocessing.report import markdown_table, print_table
+from common.tables import markdown_table, print_table
 from preprocessing.splits import read_split
 
 SPLITS = ("train", "valid", "test")

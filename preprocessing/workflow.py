@@ -24,7 +24,7 @@ import yaml
 
 from preprocessing import columns as C
 from preprocessing import merlin_patches
-from preprocessing.params import check_param
+from common.params import check_param
 
 SPLIT_TAG = "time_split"
 

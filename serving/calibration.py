@@ -1,7 +1,7 @@
 """The calibrate step's calibrator: an exported calibrator artifact, or the identity.
 
-A calibrator directory (``CAL_DIR/calibrator.json``, written by ``python -m models.calibrate``)
-is loaded with ``models.calibration.artifact.load_calibrator``, numpy only; its ``fields`` are the
+A calibrator directory (``CAL_DIR/calibrator.json``, written by ``python -m calibration.calibrate``)
+is loaded with ``calibration.artifact.load_calibrator``, numpy only; its ``fields`` are the
 processed field columns it needs (e.g. ``("app_id",)``) and ``transform(pcvr, fields)`` gives the
 calibrated pCVR. Without a calibrator the step is the identity. Either way the step returns
 ``pctcvr = pctr * calibrated pcvr``.
@@ -14,8 +14,8 @@ from typing import Mapping, Optional, Tuple
 
 import numpy as np
 
-from models.calibration.artifact import SPEC_FILENAME
-from models.calibration.artifact import load_calibrator as load_artifact
+from calibration.artifact import SPEC_FILENAME
+from calibration.artifact import load_calibrator as load_artifact
 
 
 class IdentityCalibrator:

@@ -24,7 +24,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from preprocessing.report import print_table
+from common.tables import print_table
 
 OUTPUTS = ("pctr", "pcvr", "pctcvr")
 

@@ -1,7 +1,7 @@
 """The project code a Triton step imports, found statically and copied into the model repository.
 
 A Python-backend step (``serving/triton_models/model.py``) imports ``serving.steps``, which imports
-``serving.preprocess``, ``preprocessing.columns``, ``models.calibration.artifact`` and so on.
+``serving.preprocess``, ``preprocessing.columns``, ``calibration.artifact`` and so on.
 ``serving.export`` copies exactly those modules (their import closure within this project) into
 ``<step>/1/code/``, and ``model.py`` puts that folder first on ``sys.path``: an exported repository
 runs without the checkout it was exported from, on another host or in an NGC container.

@@ -18,7 +18,7 @@ from typing import List, Optional
 
 import pandas as pd
 
-from preprocessing.report import print_table
+from common.tables import print_table
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -8,6 +8,10 @@ Usage::
         [--nullable auto|none|COL,COL] [--max-list N] [--executor {lean,merlin}]
         [--tf-threads 1] [--probe RAW.parquet] [--instance-kind {auto,KIND_CPU,KIND_GPU}]
 
+From Python: ``export(run_dir, workflow_dir, out, calibrator, settings)``, the options after
+``--out`` being one ``serving.settings.ExportSettings`` (the same object as
+``serving.federated_export``'s).
+
 The repository is self-contained and relocatable: every artifact a step needs (the saved
 workflow, the SavedModel / ONNX model, the calibrator JSON) and the project code the step imports
 (``<step>/1/code/``, ``serving/code_bundle.py``) are copied under it and found relative to the
@@ -61,12 +65,15 @@ import sys
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from preprocessing import columns as C
-from preprocessing import atomic
-from preprocessing.atomic import atomic_output_dir
+from common import atomic
+from common.atomic import atomic_output_dir
 from preprocessing.device import KIND_CPU, KIND_GPU, detect
-from preprocessing.report import print_table
+from common.tables import print_table
 from preprocessing.request_facts import load_request_facts
 from serving.code_bundle import copy_code
+# STEPS and parse_instances stay importable from here (the settings' home: serving.settings)
+from serving.settings import (INSTANCE_KINDS, RUNTIMES, STEPS, TARGETS,  # noqa: F401
+                              ExportSettings, add_repository_options, parse_instances)
 
 TEMPLATE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "triton_models", "model.py")
 #: What ``model.py`` imports; ``code_bundle`` copies their import closure into each step.
@@ -74,11 +81,8 @@ STEP_MODULES = ("serving.steps", "serving.preprocess")
 #: ``export.json``'s marker: a directory holding it was written by this command.
 FORMAT = "extcvr.triton_repository"
 ENSEMBLE = "extcvr"
-RUNTIMES = ("onnx", "tf")
-STEPS = ("preprocess", "predict", "calibrate")
 OUTPUTS = ("pctr", "pcvr", "pctcvr")
 TYPES = {"int64": "TYPE_INT64", "float32": "TYPE_FP32", "bool": "TYPE_BOOL"}
-INSTANCE_KINDS = (KIND_CPU, KIND_GPU)
 
 
 def _tensor(name: str, dtype: str, dims: Sequence[int], optional: bool = False) -> str:
@@ -115,18 +119,6 @@ def resolve_instance_kind(instance_kind: Optional[str], target: str) -> str:
 
 def _map(pairs: Dict[str, str], kind: str) -> str:
     return "".join(f'      {kind} {{ key: "{k}" value: "{v}" }}\n' for k, v in pairs.items())
-
-
-def parse_instances(text: str) -> Dict[str, int]:
-    """``"preprocess=2,predict=1"`` -> counts per step (unnamed steps get 1)."""
-    out = {s: 1 for s in STEPS}
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        name, _, n = part.partition("=")
-        if name not in STEPS or not n.isdigit() or int(n) < 1:
-            raise ValueError(f"--instances: expected STEP=N with STEP in {STEPS} and N >= 1; "
-                             f"got '{part}'")
-        out[name] = int(n)
-    return out
 
 
 def check_replaceable(out: str) -> None:
@@ -253,16 +245,19 @@ def ensemble_config(name: str, max_batch: int, inputs: List[str], outputs: List[
     return text + "\n  ]\n}\n"
 
 
-def probe_feed(workflow_dir: str, spec: C.DatasetSpec, signature: Dict, probe: Optional[str],
-               rows: int = 2000, columns: Optional[Sequence[str]] = None) -> Dict:
-    """Signature inputs of a probe batch passed through the workflow: the first ``rows`` rows of
-    the raw Parquet file ``probe``, or raw rows synthesised from the workflow's fitted state
-    (vocabulary and unseen values, missing values, lists of every length). ``columns``: only
-    these raw inputs' part of the workflow (``RequestTransformer``)."""
+def probe_feed(workflow_dir: str, spec: C.DatasetSpec, signature: Dict,
+               settings: ExportSettings = ExportSettings(),
+               columns: Optional[Sequence[str]] = None) -> Dict:
+    """Signature inputs of a probe batch passed through the workflow: the first
+    ``settings.probe_rows`` rows of the raw Parquet file ``settings.probe``, or raw rows
+    synthesised from the workflow's fitted state (vocabulary and unseen values, missing values,
+    lists of every length). ``columns``: only these raw inputs' part of the workflow
+    (``RequestTransformer``)."""
     import pandas as pd
 
     from serving.preprocess import RequestTransformer, signature_inputs
     transformer = RequestTransformer(workflow_dir, spec, columns=columns)
+    probe, rows = settings.probe, settings.probe_rows
     if probe:
         raw = pd.read_parquet(probe)
         missing = [c for c in transformer.inputs if c not in raw.columns]
@@ -275,12 +270,73 @@ def probe_feed(workflow_dir: str, spec: C.DatasetSpec, signature: Dict, probe: O
     return signature_inputs(transformer.transform_frame(raw), signature)
 
 
+class RequestColumns:
+    """One ensemble's request columns: the processed columns (name -> ``int64`` /
+    ``float32``) and the multi-hot ones, the raw request inputs (the spec's features among the
+    processed columns, in the spec's order), and the nullable columns and ``max_list`` that
+    ``settings`` resolve to (:func:`request_settings`).
+
+    Raises:
+        FileNotFoundError: ``request_facts.json`` is needed and missing.
+        ValueError: a nullable column that is not a continuous one of ``processed``.
+    """
+
+    def __init__(self, processed: Dict[str, str], multihot: List[str], spec: C.DatasetSpec,
+                 workflow_dir: str, settings: ExportSettings):
+        self.processed, self.multihot, self.spec = processed, multihot, spec
+        continuous = [c for c, d in processed.items() if d == "float32"]
+        self.nullable, self.max_list = request_settings(
+            workflow_dir, multihot, continuous, self._nullable(settings.nullable, continuous),
+            settings.max_list)
+        self.raw_inputs = [c for c in spec.features if c in processed]
+        self.raw_types = {c: ("float32" if c in spec.continuous else "int64")
+                          for c in self.raw_inputs}
+
+    def _nullable(self, nullable, continuous: Sequence[str]):
+        """The ``nullable`` setting as these columns take it: as given (a subclass may
+        restrict it to its own columns)."""
+        return nullable
+
+    def raw_tensors(self) -> List[str]:
+        return raw_tensor_configs(self.raw_inputs, self.raw_types, self.multihot)
+
+    def proc_tensors(self) -> List[str]:
+        return processed_tensor_configs(self.processed, self.multihot, self.max_list)
+
+    def raw_names(self) -> List[str]:
+        return [t.split('"')[1] for t in self.raw_tensors()]
+
+    def input_types(self) -> Dict[str, str]:
+        """The request inputs of ``export.json``: name -> dtype (``__lengths`` included)."""
+        return {n: ("int64" if n.endswith("__lengths") else self.raw_types[n])
+                for n in self.raw_names()}
+
+
+def write_calibrate_step(stage: str, model: str, calibrator: Optional[str],
+                         fields: List[str], settings: ExportSettings) -> List[str]:
+    """The calibrate step ``model``: ``serving.steps.CalibrateStep`` on ``calibrator`` (copied
+    into the step; ``None``: the identity), its inputs ``pctr``, ``pcvr`` and the calibrator's
+    ``fields``; returns its output tensors (``OUTPUTS``), the ensemble's outputs."""
+    d = write_step(stage, model, {"fields": fields}, step="calibrate")
+    if calibrator:
+        shutil.copytree(calibrator, os.path.join(d, "calibrator"))
+    cal_in = [_tensor("pctr", "float32", [1]), _tensor("pcvr", "float32", [1])] + \
+        [_tensor(f, "int64", [1]) for f in fields]
+    cal_out = [_tensor(o, "float32", [1]) for o in OUTPUTS]
+    write_config(stage, model, _python_config(
+        model, settings.max_batch_size, cal_in, cal_out, settings.instances["calibrate"],
+        settings.queue_delay_us))
+    return cal_out
+
+
+def write_export_json(stage: str, info: Dict) -> None:
+    """``stage/export.json``: the repository's marker and description."""
+    with open(os.path.join(stage, "export.json"), "w") as fh:
+        json.dump(info, fh, indent=2)
+
+
 def export(run_dir: str, workflow_dir: str, out: str, calibrator: Optional[str] = None,
-           target: str = "cpu", max_batch_size: int = 1024, instances: Optional[Dict] = None,
-           delay_us: int = 100, nullable="auto", max_list: Optional[int] = None,
-           executor: str = "lean", spec_dir: Optional[str] = None,
-           tf_threads: int = 1, runtime: str = "onnx", probe: Optional[str] = None,
-           instance_kind: Optional[str] = None) -> Dict:
+           settings: ExportSettings = ExportSettings()) -> Dict:
     """Write the model repository ``out``; returns the content of its ``export.json``.
 
     Args:
@@ -289,134 +345,153 @@ def export(run_dir: str, workflow_dir: str, out: str, calibrator: Optional[str] 
         workflow_dir: ``PROC_DIR/workflow`` of ``preprocessing.run`` (the saved workflow with
             ``dataset_spec.json`` and ``request_facts.json``).
         out: the repository; see :func:`check_replaceable`.
-        calibrator: a calibrator directory of ``models.calibrate`` (``calibrator.json``).
-        spec_dir: where ``dataset_spec.json`` is, when not beside the workflow.
-        probe: a raw Parquet file whose rows check the ONNX model (default: rows synthesised
-            from the workflow's fitted state).
-        instance_kind: the ``predict`` step's instances; see :func:`resolve_instance_kind`.
-        Others: see the module docstring and ``--help``.
+        calibrator: a calibrator directory of ``calibration.calibrate`` (``calibrator.json``).
+        settings: how the repository is written (``serving.settings.ExportSettings``: target,
+            runtime, instances, batching, nullable columns, probe...; see also the module
+            docstring and ``--help``).
 
     Raises:
         FileExistsError: ``out`` holds something this command did not write.
         FileNotFoundError: a missing artifact (the message names it).
         ValueError / RuntimeError: inconsistent settings; the ONNX model disagrees with TF.
     """
-    if target not in ("cpu", "ngc"):
-        raise ValueError(f"--target must be 'cpu' or 'ngc'; got {target!r}")
-    if max_batch_size < 1:
-        raise ValueError(f"--max-batch-size must be >= 1; got {max_batch_size}")
-    if runtime not in RUNTIMES:
-        raise ValueError(f"--runtime must be one of {RUNTIMES}; got {runtime!r}")
-    kind = resolve_instance_kind(instance_kind, target)
+    kind = resolve_instance_kind(settings.instance_kind, settings.target)
     check_replaceable(out)
-    instances = instances or {s: 1 for s in STEPS}
-    for path, what in ((os.path.join(run_dir, "saved_model"), "SavedModel"),
-                       (os.path.join(run_dir, "signature.json"), "run signature"),
-                       (os.path.join(workflow_dir, "workflow.pkl"), "saved workflow")):
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"{path}: no {what}")
-    spec = load_spec(workflow_dir, spec_dir)
-    signature = json.load(open(os.path.join(run_dir, "signature.json")))
-    config = json.load(open(os.path.join(run_dir, "config.json")))
-    features = config["features"]
-    multihot = [f["name"] for f in features if f["kind"] == "multihot"]
-    continuous = [f["name"] for f in features if f["kind"] == "continuous"]
-    processed = {f["name"]: ("float32" if f["kind"] == "continuous" else "int64")
-                 for f in features}
-    nullable, max_list = request_settings(workflow_dir, multihot, continuous, nullable,
-                                          max_list)
-    fields, cal_method = calibrator_fields(calibrator, processed)
-    # Raw request inputs: the workflow's inputs = the spec's features the model uses.
-    raw_inputs = [c for c in spec.features if c in processed]
-    raw_types = {c: ("float32" if c in spec.continuous else "int64") for c in raw_inputs}
-
-    def raw_tensors() -> List[str]:
-        return raw_tensor_configs(raw_inputs, raw_types, multihot)
-
-    def proc_tensors() -> List[str]:
-        return processed_tensor_configs(processed, multihot, max_list)
-
-    mb = max_batch_size
-    onnx_max_diff = None
+    src = _Sources(run_dir, workflow_dir, calibrator, settings)
     with atomic_output_dir(out) as stage:
-        def version_dir(step: str, settings: Dict) -> str:
-            return write_step(stage, step, settings)
-
-        # preprocess
-        d = version_dir("preprocess", {"executor": executor, "nullable": list(nullable),
-                                       "max_list": max_list, "outputs": processed})
-        shutil.copytree(workflow_dir, os.path.join(d, "workflow"))
-        spec.save(d)
-        with open(os.path.join(stage, "preprocess", "config.pbtxt"), "w") as fh:
-            fh.write(_python_config("preprocess", mb, raw_tensors(), proc_tensors(),
-                                    instances["preprocess"], delay_us))
-        # predict
-        pred_out = [_tensor("pctr", "float32", [1]), _tensor("pcvr", "float32", [1])]
-        if target == "cpu":
-            d = version_dir("predict", {"signature": signature, "multihot": multihot,
-                                        "max_list": max_list, "tf_threads": tf_threads,
-                                        "runtime": runtime})
-            saved_model = os.path.join(run_dir, "saved_model")
-            shutil.copytree(saved_model, os.path.join(d, "saved_model"))
-            if runtime == "onnx":
-                from serving.onnx_export import check_against_tensorflow, convert_saved_model
-                onnx_path = os.path.join(d, "model.onnx")
-                convert_saved_model(saved_model, onnx_path)
-                onnx_max_diff = check_against_tensorflow(
-                    saved_model, onnx_path,
-                    probe_feed(workflow_dir, spec, signature["inputs"], probe),
-                    providers=detect().onnx_providers(0 if kind == KIND_GPU else None))
-            with open(os.path.join(stage, "predict", "config.pbtxt"), "w") as fh:
-                fh.write(_python_config("predict", mb, proc_tensors(), pred_out,
-                                        instances["predict"], delay_us, kind))
+        _write_preprocess(stage, src, settings)
+        onnx_max_diff = None
+        if settings.target == "cpu":
+            onnx_max_diff = _write_python_predict(stage, src, settings, kind)
         else:
-            d = os.path.join(stage, "predict", "1")
-            os.makedirs(d)
-            batched_saved_model(os.path.join(run_dir, "saved_model"), signature, multihot,
-                                max_list, os.path.join(d, "model.savedmodel"))
-            with open(os.path.join(stage, "predict", "config.pbtxt"), "w") as fh:
-                fh.write(f'name: "predict"\nplatform: "tensorflow_savedmodel"\n'
-                         f"max_batch_size: {mb}\n" + _io("input", proc_tensors())
-                         + _io("output", pred_out)
-                         + f"dynamic_batching {{ max_queue_delay_microseconds: {delay_us} }}\n"
-                         + f"instance_group [ {{ count: {instances['predict']} "
-                           f"kind: {kind} }} ]\n")
-        # calibrate
-        d = version_dir("calibrate", {"fields": fields})
-        if calibrator:
-            shutil.copytree(calibrator, os.path.join(d, "calibrator"))
-        cal_in = [_tensor("pctr", "float32", [1]), _tensor("pcvr", "float32", [1])] + \
-            [_tensor(f, "int64", [1]) for f in fields]
-        cal_out = [_tensor(o, "float32", [1]) for o in OUTPUTS]
-        with open(os.path.join(stage, "calibrate", "config.pbtxt"), "w") as fh:
-            fh.write(_python_config("calibrate", mb, cal_in, cal_out, instances["calibrate"],
-                                    delay_us))
-        # ensemble
-        os.makedirs(os.path.join(stage, ENSEMBLE, "1"))
-        raw_names = [t.split('"')[1] for t in raw_tensors()]
-        steps = [
-            ("preprocess", {n: n for n in raw_names}, {c: f"proc_{c}" for c in processed}),
-            ("predict", {c: f"proc_{c}" for c in processed},
-             {"pctr": "raw_pctr", "pcvr": "raw_pcvr"}),
-            ("calibrate", {"pctr": "raw_pctr", "pcvr": "raw_pcvr",
-                           **{f: f"proc_{f}" for f in fields}}, {o: o for o in OUTPUTS}),
-        ]
-        write_config(stage, ENSEMBLE, ensemble_config(ENSEMBLE, mb, raw_tensors(), cal_out,
-                                                      steps))
-        with open(os.path.join(stage, "export.json"), "w") as fh:
-            json.dump({"format": FORMAT, "format_version": 2,
-                       "source": {"run": os.path.basename(os.path.normpath(run_dir)),
-                                  "model": config.get("model"), "seed": config.get("seed")},
-                       "calibrator": cal_method, "target": target, "max_batch_size": mb,
-                       "instances": instances,
-                       "max_queue_delay_us": delay_us, "nullable": list(nullable),
-                       "max_list": max_list, "executor": executor, "fields": fields,
-                       "runtime": runtime if target == "cpu" else "tensorflow_savedmodel",
-                       "onnx_max_abs_diff": onnx_max_diff,
-                       "inputs": {n: ("int64" if n.endswith("__lengths") else raw_types[n])
-                                  for n in raw_names},
-                       "multihot": multihot}, fh, indent=2)
+            _write_savedmodel_predict(stage, src, settings, kind)
+        cal_out = write_calibrate_step(stage, "calibrate", calibrator, src.fields, settings)
+        _write_ensemble(stage, src, cal_out, settings)
+        write_export_json(stage, _export_info(src, settings, onnx_max_diff))
     return json.load(open(os.path.join(out, "export.json")))
+
+
+class _Sources:
+    """What :func:`export` reads, and checks, before it writes anything: the run (its
+    signature and config), the dataset spec, the request columns and the calibrator's fields.
+
+    Raises:
+        FileNotFoundError: a missing artifact.
+        ValueError: a nullable column or a calibrator field that the model does not take.
+    """
+
+    def __init__(self, run_dir: str, workflow_dir: str, calibrator: Optional[str],
+                 settings: ExportSettings):
+        for path, what in ((os.path.join(run_dir, "saved_model"), "SavedModel"),
+                           (os.path.join(run_dir, "signature.json"), "run signature"),
+                           (os.path.join(workflow_dir, "workflow.pkl"), "saved workflow")):
+            if not os.path.exists(path):
+                raise FileNotFoundError(f"{path}: no {what}")
+        self.run_dir, self.workflow_dir = run_dir, workflow_dir
+        self.saved_model = os.path.join(run_dir, "saved_model")
+        self.spec = load_spec(workflow_dir, settings.spec_dir)
+        self.signature = json.load(open(os.path.join(run_dir, "signature.json")))
+        self.config = json.load(open(os.path.join(run_dir, "config.json")))
+        features = self.config["features"]
+        processed = {f["name"]: ("float32" if f["kind"] == "continuous" else "int64")
+                     for f in features}
+        multihot = [f["name"] for f in features if f["kind"] == "multihot"]
+        self.columns = RequestColumns(processed, multihot, self.spec, workflow_dir, settings)
+        self.fields, self.cal_method = calibrator_fields(calibrator, processed)
+
+
+def _predict_outputs() -> List[str]:
+    return [_tensor("pctr", "float32", [1]), _tensor("pcvr", "float32", [1])]
+
+
+def _write_preprocess(stage: str, src: _Sources, settings: ExportSettings) -> None:
+    """``preprocess``: the workflow (copied whole) and the dataset spec."""
+    cols = src.columns
+    d = write_step(stage, "preprocess", {
+        "executor": settings.executor, "nullable": list(cols.nullable),
+        "max_list": cols.max_list, "outputs": cols.processed})
+    shutil.copytree(src.workflow_dir, os.path.join(d, "workflow"))
+    src.spec.save(d)
+    write_config(stage, "preprocess", _python_config(
+        "preprocess", settings.max_batch_size, cols.raw_tensors(), cols.proc_tensors(),
+        settings.instances["preprocess"], settings.queue_delay_us))
+
+
+def _write_python_predict(stage: str, src: _Sources, settings: ExportSettings,
+                          kind: str) -> Optional[float]:
+    """``predict`` of ``--target cpu``: a Python-backend step on the SavedModel, and with
+    ``--runtime onnx`` its ONNX conversion checked against TensorFlow on the probe batch;
+    returns the max abs difference (None without ONNX)."""
+    cols = src.columns
+    d = write_step(stage, "predict", {
+        "signature": src.signature, "multihot": cols.multihot, "max_list": cols.max_list,
+        "tf_threads": settings.tf_threads, "runtime": settings.runtime})
+    shutil.copytree(src.saved_model, os.path.join(d, "saved_model"))
+    onnx_max_diff = None
+    if settings.runtime == "onnx":
+        from serving.onnx_export import check_against_tensorflow, convert_saved_model
+        onnx_path = os.path.join(d, "model.onnx")
+        convert_saved_model(src.saved_model, onnx_path)
+        onnx_max_diff = check_against_tensorflow(
+            src.saved_model, onnx_path,
+            probe_feed(src.workflow_dir, src.spec, src.signature["inputs"], settings),
+            providers=detect().onnx_providers(0 if kind == KIND_GPU else None))
+    write_config(stage, "predict", _python_config(
+        "predict", settings.max_batch_size, cols.proc_tensors(), _predict_outputs(),
+        settings.instances["predict"], settings.queue_delay_us, kind))
+    return onnx_max_diff
+
+
+def _write_savedmodel_predict(stage: str, src: _Sources, settings: ExportSettings,
+                              kind: str) -> None:
+    """``predict`` of ``--target ngc``: Triton's TensorFlow backend on a batched wrapper of
+    the SavedModel (:func:`batched_saved_model`)."""
+    cols = src.columns
+    d = os.path.join(stage, "predict", "1")
+    os.makedirs(d)
+    batched_saved_model(src.saved_model, src.signature, cols.multihot, cols.max_list,
+                        os.path.join(d, "model.savedmodel"))
+    write_config(stage, "predict",
+                 f'name: "predict"\nplatform: "tensorflow_savedmodel"\n'
+                 f"max_batch_size: {settings.max_batch_size}\n"
+                 + _io("input", cols.proc_tensors()) + _io("output", _predict_outputs())
+                 + f"dynamic_batching {{ max_queue_delay_microseconds: "
+                   f"{settings.queue_delay_us} }}\n"
+                 + f"instance_group [ {{ count: {settings.instances['predict']} "
+                   f"kind: {kind} }} ]\n")
+
+
+def _write_ensemble(stage: str, src: _Sources, outputs: List[str],
+                    settings: ExportSettings) -> None:
+    """``extcvr``: preprocess -> predict -> calibrate, from the raw request to ``outputs``."""
+    cols = src.columns
+    os.makedirs(os.path.join(stage, ENSEMBLE, "1"))
+    proc_map = {c: f"proc_{c}" for c in cols.processed}
+    steps = [
+        ("preprocess", {n: n for n in cols.raw_names()}, proc_map),
+        ("predict", proc_map, {"pctr": "raw_pctr", "pcvr": "raw_pcvr"}),
+        ("calibrate", {"pctr": "raw_pctr", "pcvr": "raw_pcvr",
+                       **{f: f"proc_{f}" for f in src.fields}}, {o: o for o in OUTPUTS}),
+    ]
+    write_config(stage, ENSEMBLE, ensemble_config(ENSEMBLE, settings.max_batch_size,
+                                                  cols.raw_tensors(), outputs, steps))
+
+
+def _export_info(src: _Sources, settings: ExportSettings,
+                 onnx_max_diff: Optional[float]) -> Dict:
+    """The content of ``export.json``."""
+    cols = src.columns
+    return {"format": FORMAT, "format_version": 2,
+            "source": {"run": os.path.basename(os.path.normpath(src.run_dir)),
+                       "model": src.config.get("model"), "seed": src.config.get("seed")},
+            "calibrator": src.cal_method, "target": settings.target,
+            "max_batch_size": settings.max_batch_size, "instances": dict(settings.instances),
+            "max_queue_delay_us": settings.queue_delay_us, "nullable": list(cols.nullable),
+            "max_list": cols.max_list, "executor": settings.executor, "fields": src.fields,
+            "runtime": (settings.runtime if settings.target == "cpu"
+                        else "tensorflow_savedmodel"),
+            "onnx_max_abs_diff": onnx_max_diff, "inputs": cols.input_types(),
+            "multihot": cols.multihot}
 
 
 def batched_saved_model(src: str, signature: Dict, multihot: Sequence[str], max_list: int,
@@ -450,17 +525,6 @@ def batched_saved_model(src: str, signature: Dict, multihot: Sequence[str], max_
     tf.saved_model.save(module, dst, signatures={"serving_default": batched})
 
 
-def add_repository_options(parser: argparse.ArgumentParser) -> None:
-    """The options every repository export shares: batching, instances, nullable columns,
-    list width and the preprocessing executor."""
-    parser.add_argument("--max-batch-size", type=int, default=1024)
-    parser.add_argument("--instances", default="", help="e.g. preprocess=2,predict=1")
-    parser.add_argument("--queue-delay-us", type=int, default=100)
-    parser.add_argument("--nullable", default="auto")
-    parser.add_argument("--max-list", type=int, default=None)
-    parser.add_argument("--executor", default="lean", choices=("lean", "merlin"))
-
-
 def main(argv: Optional[List[str]] = None) -> int:
     """CLI entry point: ``python -m serving.export``."""
     parser = argparse.ArgumentParser(prog="python -m serving.export",
@@ -470,7 +534,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--calibrator", default=None, help="CAL_DIR with calibrator.json")
     parser.add_argument("--out", required=True,
                         help="the model repository (new, empty, or an earlier export)")
-    parser.add_argument("--target", default="cpu", choices=("cpu", "ngc"))
+    parser.add_argument("--target", default="cpu", choices=TARGETS)
     add_repository_options(parser)
     parser.add_argument("--tf-threads", type=int, default=1,
                         help="intra/inter-op threads per predict instance (0 = the runtime's)")
@@ -484,17 +548,14 @@ def main(argv: Optional[List[str]] = None) -> int:
                              "ngc, else preprocessing.device's decision)")
     args = parser.parse_args(argv)
     try:
-        info = export(args.run, args.workflow, args.out, args.calibrator, args.target,
-                      args.max_batch_size, parse_instances(args.instances), args.queue_delay_us,
-                      args.nullable, args.max_list, args.executor, tf_threads=args.tf_threads,
-                      runtime=args.runtime, probe=args.probe,
-                      instance_kind=args.instance_kind)
+        settings = ExportSettings.from_args(args)
+        info = export(args.run, args.workflow, args.out, args.calibrator, settings)
     except (FileNotFoundError, FileExistsError, ValueError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print_table("serving.export", [
         ("repository", os.path.abspath(args.out)), ("target", info["target"]),
-        ("predict instances", resolve_instance_kind(args.instance_kind, args.target)),
+        ("predict instances", resolve_instance_kind(settings.instance_kind, settings.target)),
         ("ensemble", f"{ENSEMBLE}: preprocess -> predict -> calibrate"),
         ("calibrator", info["calibrator"] or "identity"),
         ("predict runtime", info["runtime"] + (

@@ -16,6 +16,11 @@ and ``dp``) and ``advertiser/saved_model`` (the top network). ``--fallback`` is 
 advertiser-only SavedModel (``federated.baselines.train_arm(..., export_dir=...)``,
 ``runs/advertiser_only_seed<S>/saved_model``). ``WF_DIR`` is the training workflow.
 
+From Python: ``export_federated(FederatedRun(RUN_DIR, FALLBACK), WF_DIR, {"media": ...,
+"advertiser": ...}, CAL_DIR, settings)``, or one repository with ``export_media`` /
+``export_advertiser`` on ``read_media_side`` / ``read_advertiser_side``; ``settings`` is the
+``serving.settings.ExportSettings`` of ``serving.export`` (the options after the paths).
+
 **Media repository** (``--out-media``; the media party runs it beside its app's ad requests):
 
 - ``media_embedding``: ``platform: "ensemble"``: ``media_preprocess`` -> ``media_bottom``.
@@ -71,23 +76,25 @@ produced.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
 import sys
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from preprocessing import atomic
+from common import atomic
 from preprocessing import columns as C
-from preprocessing.atomic import atomic_output_dir
+from common.atomic import atomic_output_dir
 from preprocessing.device import KIND_GPU, detect
-from preprocessing.report import print_table
-from serving.export import (INSTANCE_KINDS, RUNTIMES, STEP_MODULES, _python_config, _tensor,
-                            add_repository_options,
-                            calibrator_fields, ensemble_config, load_spec, parse_instances,
-                            probe_feed, processed_tensor_configs, raw_tensor_configs,
-                            request_settings, resolve_instance_kind, write_config, write_step)
+from common.tables import print_table
+from serving.export import (STEP_MODULES, RequestColumns, _python_config, _tensor,
+                            calibrator_fields, ensemble_config, load_spec, probe_feed,
+                            resolve_instance_kind, write_calibrate_step, write_config,
+                            write_export_json, write_step)
 from serving.federated_steps import MEDIA_EMBEDDING, USED
+from serving.settings import INSTANCE_KINDS, RUNTIMES, ExportSettings, add_repository_options
+from common.params import check_param
 
 #: What the federated model steps import (``model.py`` loads ``serving.federated_steps``).
 FEDERATED_MODULES = (*STEP_MODULES, "serving.federated_steps")
@@ -96,7 +103,7 @@ FORMAT_ADVERTISER = "extcvr.triton_repository.federated_advertiser"
 MEDIA_ENSEMBLE = "media_embedding"
 ADVERTISER_ENSEMBLE = "extcvr_federated"
 OUTPUTS = ("pctr", "pcvr", "pctcvr")
-PROBE_ROWS = 2000
+PARTIES = ("media", "advertiser")
 
 
 def saved_model_signature(path: str) -> Dict[str, Dict]:
@@ -161,9 +168,10 @@ def _run_width(report: Dict, widths: Dict[str, int]) -> int:
 
 
 def read_media_side(run_dir: str) -> Dict:
-    """The media party's model and settings: the bottom network's signature and path, the
-    embedding width and the DP settings of ``media/media.json`` (with ``noise_std`` =
-    ``noise_multiplier * 2 * clip`` when enabled).
+    """The media party's model and settings (:func:`export_media`'s ``side``): the run
+    directory, the bottom network's signature and path, the embedding width and the DP
+    settings of ``media/media.json`` (with ``noise_std`` = ``noise_multiplier * 2 * clip`` when
+    enabled).
 
     Raises:
         FileNotFoundError: no ``media/saved_model`` or ``media/media.json``.
@@ -187,15 +195,15 @@ def read_media_side(run_dir: str) -> Dict:
     if enabled and not (multiplier > 0 and clip > 0):
         raise ValueError(f"{run_dir}/media/media.json: DP is enabled but noise_multiplier "
                          f"{multiplier} / clip {clip} are not both > 0")
-    return {"path": path, "signature": sig, "width": width,
+    return {"run_dir": run_dir, "path": path, "signature": sig, "width": width,
             "dp": {"enabled": enabled, "noise_multiplier": multiplier, "clip": clip,
                    "noise_std": multiplier * 2.0 * clip if enabled else 0.0}}
 
 
 def read_advertiser_side(run_dir: str, fallback: str) -> Dict:
-    """The advertiser's models: the top network (``advertiser/saved_model``) and the fallback,
-    their signatures and paths, and the embedding width (checked against ``media.json`` when
-    the run directory has it).
+    """The advertiser's models (:func:`export_advertiser`'s ``side``): the run directory, the
+    top network (``advertiser/saved_model``) and the fallback, their signatures and paths, and
+    the embedding width (checked against ``media.json`` when the run directory has it).
 
     Raises:
         FileNotFoundError: a missing SavedModel.
@@ -214,7 +222,7 @@ def read_advertiser_side(run_dir: str, fallback: str) -> Dict:
     has_report = os.path.isfile(os.path.join(run_dir, "media", "media.json"))
     width = _run_width(_media_json(run_dir) if has_report else {},
                        {"top input": top_in["shape"][-1]})
-    return {"paths": paths, "signatures": sig, "width": width}
+    return {"run_dir": run_dir, "paths": paths, "signatures": sig, "width": width}
 
 
 def _check_nullable(nullable, spec: C.DatasetSpec) -> None:
@@ -237,84 +245,64 @@ def _party_nullable(nullable, continuous: Sequence[str]):
     return nullable
 
 
-def _copy_model(src: str, dst: str, runtime: str, feed, outputs: Sequence[str],
-                providers) -> Optional[float]:
-    """``dst/saved_model`` (a copy of ``src``) and, with ``onnx``, ``dst/model.onnx`` checked
-    against TensorFlow on ``feed()``; returns the max abs difference (None without ONNX)."""
+def _copy_model(src: str, dst: str, feed, outputs: Sequence[str], st: _Resolved
+                ) -> Optional[float]:
+    """``dst/saved_model`` (a copy of ``src``) and, with ``--runtime onnx``, ``dst/model.onnx``
+    checked against TensorFlow on ``feed()`` (with ``st``'s providers); returns the max abs
+    difference (None without ONNX)."""
     os.makedirs(dst)
     shutil.copytree(src, os.path.join(dst, "saved_model"))
-    if runtime != "onnx":
+    if st.settings.runtime != "onnx":
         return None
     from serving.onnx_export import check_against_tensorflow, convert_saved_model
     onnx_path = os.path.join(dst, "model.onnx")
     convert_saved_model(src, onnx_path)
-    return check_against_tensorflow(src, onnx_path, feed(), providers=providers,
+    return check_against_tensorflow(src, onnx_path, feed(), providers=st.providers,
                                     outputs=outputs)
 
 
-class _Party:
-    """One party's request columns: processed dtypes, raw inputs, nullable, max_list."""
+class _Party(RequestColumns):
+    """One party's request columns (an explicit ``--nullable`` list restricted to them)."""
 
-    def __init__(self, processed: Dict[str, str], multihot: List[str], spec: C.DatasetSpec,
-                 workflow_dir: str, nullable, max_list: Optional[int]):
-        self.processed, self.multihot = processed, multihot
-        continuous = [c for c, d in processed.items() if d == "float32"]
-        self.nullable, self.max_list = request_settings(
-            workflow_dir, multihot, continuous, _party_nullable(nullable, continuous), max_list)
-        self.raw_inputs = [c for c in spec.features if c in processed]
-        self.raw_types = {c: ("float32" if c in spec.continuous else "int64")
-                          for c in self.raw_inputs}
+    def _nullable(self, nullable, continuous: Sequence[str]):
+        return _party_nullable(nullable, continuous)
 
-    def raw_tensors(self) -> List[str]:
-        return raw_tensor_configs(self.raw_inputs, self.raw_types, self.multihot)
-
-    def proc_tensors(self) -> List[str]:
-        return processed_tensor_configs(self.processed, self.multihot, self.max_list)
-
-    def raw_names(self) -> List[str]:
-        return [t.split('"')[1] for t in self.raw_tensors()]
-
-    def input_types(self) -> Dict[str, str]:
-        return {n: ("int64" if n.endswith("__lengths") else self.raw_types[n])
-                for n in self.raw_names()}
-
-    def write_preprocess(self, stage: str, model: str, workflow_dir: str, spec: C.DatasetSpec,
-                         executor: str, max_batch: int, instances: int, delay_us: int) -> None:
+    def write_preprocess(self, stage: str, model: str, workflow_dir: str,
+                         settings: ExportSettings) -> None:
         """``model``: the party's columns' part of the workflow, saved pruned (only the
         party's inputs, vocabularies and statistics) into the step."""
         from serving.preprocess import load_request_workflow
-        d = write_step(stage, model, {"executor": executor, "nullable": self.nullable,
+        spec = self.spec
+        d = write_step(stage, model, {"executor": settings.executor, "nullable": self.nullable,
                                       "max_list": self.max_list, "outputs": self.processed,
                                       "columns": self.raw_inputs}, step="preprocess")
         drop = [*spec.targets, *spec.ground_truth, spec.split]
         load_request_workflow(workflow_dir, drop, self.raw_inputs).save(
             os.path.join(d, "workflow"))
         spec.save(d)
-        write_config(stage, model, _python_config(model, max_batch, self.raw_tensors(),
-                                                  self.proc_tensors(), instances, delay_us))
+        write_config(stage, model, _python_config(
+            model, settings.max_batch_size, self.raw_tensors(), self.proc_tensors(),
+            settings.instances["preprocess"], settings.queue_delay_us))
 
 
-class _Settings:
-    """What both exports check and resolve the same way."""
+class _Resolved:
+    """What both exports check and resolve the same way before writing: the output may be
+    replaced, the workflow is there; the model steps' instance kind and ONNX Runtime
+    providers, the dataset spec, an explicit ``--nullable`` list against it."""
 
-    def __init__(self, workflow_dir: str, out: str, fmt: str, max_batch_size: int,
-                 instances: Optional[Dict], runtime: str, nullable,
-                 instance_kind: Optional[str], spec_dir: Optional[str]):
-        if max_batch_size < 1:
-            raise ValueError(f"--max-batch-size must be >= 1; got {max_batch_size}")
-        if runtime not in RUNTIMES:
-            raise ValueError(f"--runtime must be one of {RUNTIMES}; got {runtime!r}")
+    def __init__(self, settings: ExportSettings, workflow_dir: str, out: str, fmt: str):
+        _check_target(settings)
         atomic.check_replaceable(out, "export.json", fmt, "serving.federated_export",
                                  f"Choose a new or empty directory, e.g. "
                                  f"{os.path.join(out, 'cpu')}")
         if not os.path.isfile(os.path.join(workflow_dir, "workflow.pkl")):
             raise FileNotFoundError(f"{os.path.join(workflow_dir, 'workflow.pkl')}: no saved "
                                     f"workflow")
-        self.kind = resolve_instance_kind(instance_kind, "cpu")
+        self.settings = settings
+        self.kind = resolve_instance_kind(settings.instance_kind, settings.target)
         self.providers = detect().onnx_providers(0 if self.kind == KIND_GPU else None)
-        self.instances = instances or parse_instances("")
-        self.spec = load_spec(workflow_dir, spec_dir)
-        _check_nullable(nullable, self.spec)
+        self.spec = load_spec(workflow_dir, settings.spec_dir)
+        _check_nullable(settings.nullable, self.spec)
 
 
 def _check_party(columns: Sequence[str], media: bool, what: str) -> None:
@@ -324,134 +312,116 @@ def _check_party(columns: Sequence[str], media: bool, what: str) -> None:
                          f"{C.MEDIA_PREFIX}* columns, the advertiser every other one")
 
 
-def export_media(run_dir: str, workflow_dir: str, out: str, max_batch_size: int = 1024,
-                 instances: Optional[Dict] = None, delay_us: int = 100, nullable="auto",
-                 max_list: Optional[int] = None, executor: str = "lean", tf_threads: int = 1,
-                 runtime: str = "onnx", probe: Optional[str] = None,
-                 instance_kind: Optional[str] = None, spec_dir: Optional[str] = None,
-                 side: Optional[Dict] = None) -> Dict:
-    """Write the media party's repository ``out`` (``media_embedding``; see the module
-    docstring); returns its ``export.json``. Arguments as :func:`export_federated`; ``side``:
-    :func:`read_media_side`'s result when already read."""
-    st = _Settings(workflow_dir, out, FORMAT_MEDIA, max_batch_size, instances, runtime,
-                   nullable, instance_kind, spec_dir)
-    spec, instances, mb = st.spec, st.instances, max_batch_size
-    side = side or read_media_side(run_dir)
-    sig, width, dp = side["signature"]["inputs"], side["width"], side["dp"]
-    processed, multihot = processed_columns(sig, spec.features)
-    _check_party(processed, True, f"the bottom network {side['path']}")
-    media = _Party(processed, multihot, spec, workflow_dir, nullable, max_list)
-    with atomic_output_dir(out) as stage:
-        media.write_preprocess(stage, "media_preprocess", workflow_dir, spec, executor, mb,
-                               instances["preprocess"], delay_us)
-        d = write_step(stage, "media_bottom", {
-            "module": "serving.federated_steps", "signature": sig, "multihot": media.multihot,
-            "max_list": media.max_list, "width": width, "runtime": runtime,
-            "tf_threads": tf_threads, "dp": dp}, step="media_bottom", modules=FEDERATED_MODULES)
+@dataclasses.dataclass(frozen=True)
+class FederatedRun:
+    """What the federated repositories serve: ``run_dir``, a federated run (``media/`` and
+    ``advertiser/``; ``python -m federated.local``'s ``runs/federated_seed<S>``), and
+    ``fallback``, the advertiser-only SavedModel directory
+    (``runs/advertiser_only_seed<S>/saved_model``)."""
 
-        def feed():
-            return probe_feed(workflow_dir, spec, sig, probe, PROBE_ROWS,
-                              columns=media.raw_inputs)
-        diff = _copy_model(side["path"], os.path.join(d, "bottom"), runtime, feed,
-                           [MEDIA_EMBEDDING], st.providers)
-        emb_out = [_tensor(MEDIA_EMBEDDING, "float32", [width])]
-        write_config(stage, "media_bottom", _python_config(
-            "media_bottom", mb, media.proc_tensors(), emb_out, instances["predict"], delay_us,
-            st.kind))
+    run_dir: str
+    fallback: str
+
+
+def _check_target(settings: ExportSettings) -> None:
+    check_param(settings.target == "cpu", "target",
+                "'cpu' for the federated repositories (Python-backend steps)", settings.target)
+
+
+def _embedding_input(width: int) -> str:
+    """The advertiser's optional ``media_embedding`` input."""
+    return _tensor(MEDIA_EMBEDDING, "float32", [width], optional=True)
+
+
+def export_media(side: Dict, workflow_dir: str, out: str,
+                 settings: ExportSettings = ExportSettings()) -> Dict:
+    """Write the media party's repository ``out`` (``media_embedding``; see the module
+    docstring); returns its ``export.json``.
+
+    Args:
+        side: the media party's model: :func:`read_media_side` of the federated run.
+        workflow_dir, out, settings: as :func:`export_federated`'s (``out``: this repository).
+    """
+    st = _Resolved(settings, workflow_dir, out, FORMAT_MEDIA)
+    spec, mb = st.spec, settings.max_batch_size
+    processed, multihot = processed_columns(side["signature"]["inputs"], spec.features)
+    _check_party(processed, True, f"the bottom network {side['path']}")
+    media = _Party(processed, multihot, spec, workflow_dir, settings)
+    with atomic_output_dir(out) as stage:
+        media.write_preprocess(stage, "media_preprocess", workflow_dir, settings)
+        diff = _write_media_bottom(stage, media, side, workflow_dir, st)
         os.makedirs(os.path.join(stage, MEDIA_ENSEMBLE, "1"))
         proc_map = {c: f"proc_{c}" for c in media.processed}
         write_config(stage, MEDIA_ENSEMBLE, ensemble_config(
-            MEDIA_ENSEMBLE, mb, media.raw_tensors(), emb_out, [
+            MEDIA_ENSEMBLE, mb, media.raw_tensors(),
+            [_tensor(MEDIA_EMBEDDING, "float32", [side["width"]])], [
                 ("media_preprocess", {n: n for n in media.raw_names()}, proc_map),
                 ("media_bottom", proc_map, {MEDIA_EMBEDDING: MEDIA_EMBEDDING})]))
-        info = {"format": FORMAT_MEDIA, "format_version": 1, "model": MEDIA_ENSEMBLE,
-                "source": {"run": os.path.basename(os.path.normpath(run_dir))},
-                "max_batch_size": mb, "max_queue_delay_us": delay_us,
-                "instances": {k: instances[k] for k in ("preprocess", "predict")},
-                "instance_kind": st.kind, "executor": executor, "runtime": runtime,
-                "width": width, "dp": dp, "nullable": media.nullable,
-                "max_list": media.max_list, "onnx_max_abs_diff": diff,
-                "inputs": media.input_types(), "outputs": {MEDIA_EMBEDDING: ["float32", width]}}
-        with open(os.path.join(stage, "export.json"), "w") as fh:
-            json.dump(info, fh, indent=2)
+        info = _media_info(side, media, st, diff)
+        write_export_json(stage, info)
     return info
 
 
-def export_advertiser(run_dir: str, fallback: str, workflow_dir: str, out: str,
-                      calibrator: Optional[str] = None, max_batch_size: int = 1024,
-                      instances: Optional[Dict] = None, delay_us: int = 100, nullable="auto",
-                      max_list: Optional[int] = None, executor: str = "lean",
-                      tf_threads: int = 1, runtime: str = "onnx", probe: Optional[str] = None,
-                      instance_kind: Optional[str] = None, spec_dir: Optional[str] = None,
-                      side: Optional[Dict] = None) -> Dict:
+def _write_media_bottom(stage: str, media: _Party, side: Dict, workflow_dir: str,
+                        st: _Resolved) -> Optional[float]:
+    """``media_bottom``: the bottom network with the run's DP settings; returns the ONNX
+    model's max abs difference from TensorFlow (None without ONNX)."""
+    settings = st.settings
+    sig, width = side["signature"]["inputs"], side["width"]
+    d = write_step(stage, "media_bottom", {
+        "module": "serving.federated_steps", "signature": sig, "multihot": media.multihot,
+        "max_list": media.max_list, "width": width, "runtime": settings.runtime,
+        "tf_threads": settings.tf_threads, "dp": side["dp"]},
+        step="media_bottom", modules=FEDERATED_MODULES)
+
+    def feed():
+        return probe_feed(workflow_dir, media.spec, sig, settings, columns=media.raw_inputs)
+    diff = _copy_model(side["path"], os.path.join(d, "bottom"), feed, [MEDIA_EMBEDDING], st)
+    write_config(stage, "media_bottom", _python_config(
+        "media_bottom", settings.max_batch_size, media.proc_tensors(),
+        [_tensor(MEDIA_EMBEDDING, "float32", [width])], settings.instances["predict"],
+        settings.queue_delay_us, st.kind))
+    return diff
+
+
+def _media_info(side: Dict, media: _Party, st: _Resolved, diff: Optional[float]) -> Dict:
+    """The content of the media repository's ``export.json``."""
+    settings, width = st.settings, side["width"]
+    return {"format": FORMAT_MEDIA, "format_version": 1, "model": MEDIA_ENSEMBLE,
+            "source": {"run": os.path.basename(os.path.normpath(side["run_dir"]))},
+            "max_batch_size": settings.max_batch_size,
+            "max_queue_delay_us": settings.queue_delay_us,
+            "instances": {k: settings.instances[k] for k in ("preprocess", "predict")},
+            "instance_kind": st.kind, "executor": settings.executor,
+            "runtime": settings.runtime, "width": width, "dp": side["dp"],
+            "nullable": media.nullable, "max_list": media.max_list, "onnx_max_abs_diff": diff,
+            "inputs": media.input_types(), "outputs": {MEDIA_EMBEDDING: ["float32", width]}}
+
+
+def export_advertiser(side: Dict, workflow_dir: str, out: str, calibrator: Optional[str] = None,
+                      settings: ExportSettings = ExportSettings()) -> Dict:
     """Write the advertiser's repository ``out`` (``extcvr_federated``; see the module
-    docstring); returns its ``export.json``. Arguments as :func:`export_federated`; ``side``:
-    :func:`read_advertiser_side`'s result when already read."""
-    import numpy as np
-    st = _Settings(workflow_dir, out, FORMAT_ADVERTISER, max_batch_size, instances, runtime,
-                   nullable, instance_kind, spec_dir)
-    spec, instances, mb = st.spec, st.instances, max_batch_size
-    side = side or read_advertiser_side(run_dir, fallback)
-    sig, width = side["signatures"], side["width"]
-    top_proc, top_mh = processed_columns(sig["top"]["inputs"], spec.features)
-    fb_proc, fb_mh = processed_columns(sig["fallback"]["inputs"], spec.features)
-    union = {**top_proc, **fb_proc}  # what either network takes, in the spec's order
-    processed = {c: union[c] for c in spec.features if c in union}
-    _check_party(top_proc, False, f"the top network {side['paths']['top']}")
-    _check_party(fb_proc, False, f"the fallback {fallback}")
-    adv = _Party(processed, [c for c in processed if c in top_mh or c in fb_mh], spec,
-                 workflow_dir, nullable, max_list)
+    docstring); returns its ``export.json``.
+
+    Args:
+        side: the advertiser's models: :func:`read_advertiser_side` of the federated run and
+            the fallback.
+        workflow_dir, out, calibrator, settings: as :func:`export_federated`'s (``out``: this
+            repository).
+    """
+    st = _Resolved(settings, workflow_dir, out, FORMAT_ADVERTISER)
+    mb = settings.max_batch_size
+    adv = _advertiser_columns(side, workflow_dir, st)
     fields, cal_method = calibrator_fields(calibrator, adv.processed)
-    cache: Dict[str, Dict] = {}
-
-    def feed_of(names):
-        """The probe feed of one network (built once: the union of both signatures, and
-        random embeddings of about the trained scale)."""
-        def feed():
-            if "all" not in cache:
-                inputs = {**sig["top"]["inputs"], **sig["fallback"]["inputs"]}
-                inputs.pop(MEDIA_EMBEDDING)
-                probe_rows = probe_feed(workflow_dir, spec, inputs, probe, PROBE_ROWS,
-                                        columns=adv.raw_inputs)
-                rows = next(len(v) for k, v in probe_rows.items()
-                            if not k.endswith(("__values", "__offsets")))
-                probe_rows[MEDIA_EMBEDDING] = np.random.default_rng(0).normal(
-                    0.0, 1.0, (rows, width)).astype(np.float32)
-                cache["all"] = probe_rows
-            return {k: v for k, v in cache["all"].items() if k in names}
-        return feed
-
     with atomic_output_dir(out) as stage:
-        adv.write_preprocess(stage, "advertiser_preprocess", workflow_dir, spec, executor, mb,
-                             instances["preprocess"], delay_us)
-        d = write_step(stage, "federated_predict", {
-            "module": "serving.federated_steps", "width": width, "multihot": adv.multihot,
-            "max_list": adv.max_list, "runtime": runtime, "tf_threads": tf_threads,
-            "top": {"signature": sig["top"]["inputs"]},
-            "fallback": {"signature": sig["fallback"]["inputs"]}},
-            step="federated_predict", modules=FEDERATED_MODULES)
-        diffs = {name: _copy_model(side["paths"][name], os.path.join(d, name), runtime,
-                                   feed_of(sig[name]["inputs"]), ("pctr", "pcvr"),
-                                   st.providers)
-                 for name in ("top", "fallback")}
-        embedding = _tensor(MEDIA_EMBEDDING, "float32", [width], optional=True)
-        raw_out = [_tensor("pctr", "float32", [1]), _tensor("pcvr", "float32", [1]),
-                   _tensor(USED, "bool", [1])]
-        write_config(stage, "federated_predict", _python_config(
-            "federated_predict", mb, adv.proc_tensors() + [embedding], raw_out,
-            instances["predict"], delay_us, st.kind))
-        d = write_step(stage, "advertiser_calibrate", {"fields": fields}, step="calibrate")
-        if calibrator:
-            shutil.copytree(calibrator, os.path.join(d, "calibrator"))
-        cal_in = [_tensor("pctr", "float32", [1]), _tensor("pcvr", "float32", [1])] + \
-            [_tensor(f, "int64", [1]) for f in fields]
-        cal_out = [_tensor(o, "float32", [1]) for o in OUTPUTS]
-        write_config(stage, "advertiser_calibrate", _python_config(
-            "advertiser_calibrate", mb, cal_in, cal_out, instances["calibrate"], delay_us))
+        adv.write_preprocess(stage, "advertiser_preprocess", workflow_dir, settings)
+        diffs = _write_federated_predict(stage, adv, side, workflow_dir, st)
+        cal_out = write_calibrate_step(stage, "advertiser_calibrate", calibrator, fields,
+                                       settings)
         os.makedirs(os.path.join(stage, ADVERTISER_ENSEMBLE, "1"))
         proc_map = {c: f"proc_{c}" for c in adv.processed}
         write_config(stage, ADVERTISER_ENSEMBLE, ensemble_config(
-            ADVERTISER_ENSEMBLE, mb, adv.raw_tensors() + [embedding],
+            ADVERTISER_ENSEMBLE, mb, adv.raw_tensors() + [_embedding_input(side["width"])],
             cal_out + [_tensor(USED, "bool", [1])], [
                 ("advertiser_preprocess", {n: n for n in adv.raw_names()}, proc_map),
                 ("federated_predict", {**proc_map, MEDIA_EMBEDDING: MEDIA_EMBEDDING},
@@ -459,45 +429,116 @@ def export_advertiser(run_dir: str, fallback: str, workflow_dir: str, out: str,
                 ("advertiser_calibrate", {"pctr": "raw_pctr", "pcvr": "raw_pcvr",
                                           **{f: f"proc_{f}" for f in fields}},
                  {o: o for o in OUTPUTS})]))
-        info = {"format": FORMAT_ADVERTISER, "format_version": 1, "model": ADVERTISER_ENSEMBLE,
-                "source": {"run": os.path.basename(os.path.normpath(run_dir)),
-                           "fallback": os.path.basename(os.path.normpath(fallback))},
-                "max_batch_size": mb, "max_queue_delay_us": delay_us, "instances": instances,
-                "instance_kind": st.kind, "executor": executor, "runtime": runtime,
-                "width": width, "calibrator": cal_method, "fields": fields,
-                "nullable": adv.nullable, "max_list": adv.max_list,
-                "onnx_max_abs_diff": diffs if runtime == "onnx" else None,
-                "inputs": {**adv.input_types(), MEDIA_EMBEDDING: "float32 (optional)"},
-                "outputs": {**{o: ["float32", 1] for o in OUTPUTS}, USED: ["bool", 1]}}
-        with open(os.path.join(stage, "export.json"), "w") as fh:
-            json.dump(info, fh, indent=2)
+        info = _advertiser_info(side, adv, st, (fields, cal_method), diffs)
+        write_export_json(stage, info)
     return info
 
 
-def export_federated(run_dir: str, fallback: str, workflow_dir: str, out_media: str,
-                     out_advertiser: str, calibrator: Optional[str] = None,
-                     max_batch_size: int = 1024, instances: Optional[Dict] = None,
-                     delay_us: int = 100, nullable="auto", max_list: Optional[int] = None,
-                     executor: str = "lean", tf_threads: int = 1, runtime: str = "onnx",
-                     probe: Optional[str] = None, instance_kind: Optional[str] = None,
-                     spec_dir: Optional[str] = None) -> Dict[str, Dict]:
+def _advertiser_columns(side: Dict, workflow_dir: str, st: _Resolved) -> _Party:
+    """The advertiser's request columns: what either network takes, in the spec's order;
+    both networks must take advertiser columns only."""
+    sig, spec = side["signatures"], st.spec
+    top_proc, top_mh = processed_columns(sig["top"]["inputs"], spec.features)
+    fb_proc, fb_mh = processed_columns(sig["fallback"]["inputs"], spec.features)
+    union = {**top_proc, **fb_proc}  # what either network takes, in the spec's order
+    processed = {c: union[c] for c in spec.features if c in union}
+    _check_party(top_proc, False, f"the top network {side['paths']['top']}")
+    _check_party(fb_proc, False, f"the fallback {side['paths']['fallback']}")
+    return _Party(processed, [c for c in processed if c in top_mh or c in fb_mh], spec,
+                  workflow_dir, st.settings)
+
+
+def _advertiser_feeds(side: Dict, adv: _Party, workflow_dir: str,
+                      settings: ExportSettings) -> Dict[str, Callable[[], Dict]]:
+    """The probe feed of each network (``top``, ``fallback``): one probe batch, built on first
+    use from the union of both signatures, with random embeddings of about the trained
+    scale."""
+    import numpy as np
+    sig, cache = side["signatures"], {}
+
+    def batch() -> Dict:
+        if "all" not in cache:
+            inputs = {**sig["top"]["inputs"], **sig["fallback"]["inputs"]}
+            inputs.pop(MEDIA_EMBEDDING)
+            probe_rows = probe_feed(workflow_dir, adv.spec, inputs, settings,
+                                    columns=adv.raw_inputs)
+            rows = next(len(v) for k, v in probe_rows.items()
+                        if not k.endswith(("__values", "__offsets")))
+            probe_rows[MEDIA_EMBEDDING] = np.random.default_rng(0).normal(
+                0.0, 1.0, (rows, side["width"])).astype(np.float32)
+            cache["all"] = probe_rows
+        return cache["all"]
+
+    def feed_of(names) -> Callable[[], Dict]:
+        return lambda: {k: v for k, v in batch().items() if k in names}
+    return {name: feed_of(sig[name]["inputs"]) for name in ("top", "fallback")}
+
+
+def _write_federated_predict(stage: str, adv: _Party, side: Dict, workflow_dir: str,
+                             st: _Resolved) -> Dict[str, Optional[float]]:
+    """``federated_predict``: the top network and the fallback, routed by the optional
+    ``media_embedding``; returns each ONNX model's max abs difference from TensorFlow."""
+    settings, sig = st.settings, side["signatures"]
+    d = write_step(stage, "federated_predict", {
+        "module": "serving.federated_steps", "width": side["width"], "multihot": adv.multihot,
+        "max_list": adv.max_list, "runtime": settings.runtime,
+        "tf_threads": settings.tf_threads, "top": {"signature": sig["top"]["inputs"]},
+        "fallback": {"signature": sig["fallback"]["inputs"]}},
+        step="federated_predict", modules=FEDERATED_MODULES)
+    feeds = _advertiser_feeds(side, adv, workflow_dir, settings)
+    diffs = {name: _copy_model(side["paths"][name], os.path.join(d, name), feeds[name],
+                               ("pctr", "pcvr"), st)
+             for name in ("top", "fallback")}
+    raw_out = [_tensor("pctr", "float32", [1]), _tensor("pcvr", "float32", [1]),
+               _tensor(USED, "bool", [1])]
+    write_config(stage, "federated_predict", _python_config(
+        "federated_predict", settings.max_batch_size,
+        adv.proc_tensors() + [_embedding_input(side["width"])], raw_out,
+        settings.instances["predict"], settings.queue_delay_us, st.kind))
+    return diffs
+
+
+def _advertiser_info(side: Dict, adv: _Party, st: _Resolved,
+                     calibration: Tuple[List[str], Optional[str]],
+                     diffs: Dict[str, Optional[float]]) -> Dict:
+    """The content of the advertiser repository's ``export.json`` (``calibration``: the
+    calibrator's fields and method)."""
+    settings, (fields, cal_method) = st.settings, calibration
+    return {"format": FORMAT_ADVERTISER, "format_version": 1, "model": ADVERTISER_ENSEMBLE,
+            "source": {"run": os.path.basename(os.path.normpath(side["run_dir"])),
+                       "fallback": os.path.basename(os.path.normpath(
+                           side["paths"]["fallback"]))},
+            "max_batch_size": settings.max_batch_size,
+            "max_queue_delay_us": settings.queue_delay_us,
+            "instances": dict(settings.instances),
+            "instance_kind": st.kind, "executor": settings.executor,
+            "runtime": settings.runtime, "width": side["width"], "calibrator": cal_method,
+            "fields": fields, "nullable": adv.nullable, "max_list": adv.max_list,
+            "onnx_max_abs_diff": diffs if settings.runtime == "onnx" else None,
+            "inputs": {**adv.input_types(), MEDIA_EMBEDDING: "float32 (optional)"},
+            "outputs": {**{o: ["float32", 1] for o in OUTPUTS}, USED: ["bool", 1]}}
+
+
+def export_federated(run: FederatedRun, workflow_dir: str, out: Mapping[str, str],
+                     calibrator: Optional[str] = None,
+                     settings: ExportSettings = ExportSettings()) -> Dict[str, Dict]:
     """Write the media and the advertiser repositories (:func:`export_media`,
     :func:`export_advertiser`); returns ``{"media": ..., "advertiser": ...}``, the content of
     each one's ``export.json``.
 
     Args:
-        run_dir: the federated run (``media/`` and ``advertiser/``).
-        fallback: the advertiser-only SavedModel directory.
+        run: the federated run (``media/`` and ``advertiser/``) and the advertiser-only
+            fallback SavedModel.
         workflow_dir: ``PROC_DIR/workflow`` (with ``dataset_spec.json`` and
             ``request_facts.json``).
-        out_media, out_advertiser: the repositories (new, empty, or earlier exports of this
-            command).
-        calibrator: a ``models.calibrate`` directory (its fields must be advertiser columns).
-        instances: counts of ``preprocess``, ``predict`` (``media_bottom`` and
-            ``federated_predict``) and ``calibrate`` instances.
-        runtime: ``onnx`` (default) or ``tf``: what runs the networks in the model steps.
-        instance_kind: the model steps' instances (``serving.export.resolve_instance_kind``).
-        Others: as ``serving.export.export``.
+        out: the repositories, ``{"media": ..., "advertiser": ...}`` (each new, empty, or an
+            earlier export of this command).
+        calibrator: a ``calibration.calibrate`` directory (its fields must be advertiser columns).
+        settings: as ``serving.export.export``'s, ``target`` ``cpu``; ``instances`` counts
+            ``preprocess``, ``predict`` (``media_bottom`` and ``federated_predict``) and
+            ``calibrate`` instances; ``runtime`` runs the networks in the model steps;
+            ``instance_kind``: the model steps' instances
+            (``serving.export.resolve_instance_kind``).
 
     Raises:
         FileExistsError: an output holds something this command did not write, or both are
@@ -506,23 +547,22 @@ def export_federated(run_dir: str, fallback: str, workflow_dir: str, out_media: 
         ValueError / RuntimeError: inconsistent models or settings (e.g. the bottom's and the
             top's widths differ); an ONNX model disagrees with TensorFlow.
     """
-    if os.path.abspath(out_media) == os.path.abspath(out_advertiser):
+    check_param(isinstance(out, Mapping) and set(out) == set(PARTIES), "out",
+                f"a mapping of {PARTIES} to repository directories", out)
+    _check_target(settings)
+    if os.path.abspath(out["media"]) == os.path.abspath(out["advertiser"]):
         raise FileExistsError("--out-media and --out-advertiser must be different directories")
-    common = dict(max_batch_size=max_batch_size, instances=instances, delay_us=delay_us,
-                  nullable=nullable, max_list=max_list, executor=executor,
-                  tf_threads=tf_threads, runtime=runtime, probe=probe,
-                  instance_kind=instance_kind, spec_dir=spec_dir)
     # refuse a foreign directory, and inconsistent widths, before writing either repository
-    for out, fmt in ((out_media, FORMAT_MEDIA), (out_advertiser, FORMAT_ADVERTISER)):
-        atomic.check_replaceable(out, "export.json", fmt, "serving.federated_export")
-    media_side = read_media_side(run_dir)
-    advertiser_side = read_advertiser_side(run_dir, fallback)
+    for party, fmt in (("media", FORMAT_MEDIA), ("advertiser", FORMAT_ADVERTISER)):
+        atomic.check_replaceable(out[party], "export.json", fmt, "serving.federated_export")
+    media_side = read_media_side(run.run_dir)
+    advertiser_side = read_advertiser_side(run.run_dir, run.fallback)
     if media_side["width"] != advertiser_side["width"]:
         raise ValueError(f"the bottom network gives {media_side['width']} values per row, the "
                          f"top network takes {advertiser_side['width']}")
-    media = export_media(run_dir, workflow_dir, out_media, side=media_side, **common)
-    advertiser = export_advertiser(run_dir, fallback, workflow_dir, out_advertiser, calibrator,
-                                   side=advertiser_side, **common)
+    media = export_media(media_side, workflow_dir, out["media"], settings)
+    advertiser = export_advertiser(advertiser_side, workflow_dir, out["advertiser"], calibrator,
+                                   settings)
     return {"media": media, "advertiser": advertiser}
 
 
@@ -550,12 +590,11 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help="the model steps' Triton instances (auto: preprocessing.device)")
     args = parser.parse_args(argv)
     try:
+        settings = ExportSettings.from_args(args)
         info = export_federated(
-            args.run, args.fallback, args.workflow, args.out_media, args.out_advertiser,
-            args.calibrator, args.max_batch_size, parse_instances(args.instances),
-            args.queue_delay_us, args.nullable, args.max_list, args.executor,
-            tf_threads=args.tf_threads, runtime=args.runtime, probe=args.probe,
-            instance_kind=args.instance_kind)
+            FederatedRun(args.run, args.fallback), args.workflow,
+            {"media": args.out_media, "advertiser": args.out_advertiser}, args.calibrator,
+            settings)
     except (FileNotFoundError, FileExistsError, ValueError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -581,7 +620,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             f" (max |ONNX - TF|: bottom {diff(m['onnx_max_abs_diff'])}, top "
             f"{diff(a['onnx_max_abs_diff']['top'])}, fallback "
             f"{diff(a['onnx_max_abs_diff']['fallback'])})" if args.runtime == "onnx" else "")),
-        ("instances", f"{resolve_instance_kind(args.instance_kind, 'cpu')} "
+        ("instances", f"{resolve_instance_kind(settings.instance_kind, settings.target)} "
                       f"{a['instances']}"),
         ("max_batch_size", a["max_batch_size"]),
         ("nullable", ", ".join(m["nullable"] + a["nullable"]) or "-")])

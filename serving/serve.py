@@ -37,7 +37,7 @@ import urllib.request
 from typing import Dict, List, Optional, Tuple
 
 from preprocessing.device import KIND_GPU, detect
-from preprocessing.report import print_table
+from common.tables import print_table
 
 PY_STUB = f"{sys.version_info.major}.{sys.version_info.minor}"
 

@@ -249,7 +249,7 @@ def test_hugectr_image_trains_and_exports_with_the_scripts_models_hugectr_writes
 def test_hugectr_image_serves_the_adapted_onnx_model_from_the_repository_it_installs_into(
         tmp_path):
     assert _entrypoint(tmp_path, "Dockerfile.hugectr", "serve", "--dir", "d", "--install",
-                       "r") == ["python -m models.hugectr.onnx_adapter --dir d --install r",
+                       "r") == ["python -m serving.hugectr_onnx --dir d --install r",
                                 f"tritonserver --model-repository={tmp_path.resolve() / 'r'}"]
     assert "extcvr: serve: --install REPO is required" in \
         _entrypoint(tmp_path, "Dockerfile.hugectr", "serve", "--dir", "d", rc=2)

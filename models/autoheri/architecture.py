@@ -17,7 +17,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from preprocessing import columns as C
-from preprocessing.atomic import atomic_write_text
+from common.atomic import atomic_write_text
 
 #: The behaviour chain, upstream first.
 CHAIN = (C.CLICK, C.CART, C.PURCHASE)

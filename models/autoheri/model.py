@@ -6,7 +6,7 @@ shared input layer. Hidden layer ``j`` of a downstream tower computes
 upstream tower, ``P_ij`` a bias-free projection to layer ``j``'s width and ``g_ij`` the edge's
 gate: the relaxed ``p_ij = sigmoid(a_ij / T)`` while searching, 1 for a kept edge of a derived
 network (absent edges are not built). This equals feeding ``g_ij * h_i`` as an extra input of
-layer ``j`` (the design of ``../shared/reference/algorithms.md``, "AutoHERI"). Gradients of the
+layer ``j`` (the design of the project's algorithms reference, "AutoHERI"). Gradients of the
 downstream losses flow into the upstream towers through the edges.
 
 Outputs: ``pctr``; ``pcart`` (cart | click) and ``pbuy`` (purchase | cart) on the 3-stage chain,
@@ -27,6 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from models.autoheri.architecture import Edge, candidate_edges, chain_tasks
+from models.autoheri.config import AutoHERIConfig
 from models.baselines import CVRModel, _label, bce
 from preprocessing import columns as C
 
@@ -44,6 +45,7 @@ class AutoHERI(CVRModel):
     def __init__(self, features, config, targets=("click", "purchase"),
                  edges: Optional[Sequence[Edge]] = None, searchable: bool = False, **kwargs):
         super().__init__(features, config, targets, **kwargs)
+        self.options = config.family(AutoHERIConfig)
         self.tasks = chain_tasks(self.targets)
         self.candidates = candidate_edges(self.tasks, len(config.tower_units))
         self.searchable = searchable
@@ -62,10 +64,10 @@ class AutoHERI(CVRModel):
             units[e.target_layer], use_bias=False, name=e.layer_name) for e in self.edges}
         self.edge_logits = None
         if searchable:
-            init = float(np.log(config.autoheri_edge_init / (1 - config.autoheri_edge_init)))
+            init = float(np.log(self.options.edge_init / (1 - self.options.edge_init)))
             self.edge_logits = self.add_weight(
                 name="edge_logits", shape=(len(self.edges),), trainable=True,
-                initializer=tf.keras.initializers.Constant(init * config.autoheri_temperature))
+                initializer=tf.keras.initializers.Constant(init * self.options.temperature))
         # string keys and tuples: Keras tracks attribute containers for checkpoints
         self._incoming = {f"{t}:{j}": tuple((k, e) for k, e in enumerate(self.edges)
                                             if e.target == t and e.target_layer == j)
@@ -75,7 +77,7 @@ class AutoHERI(CVRModel):
         """``p = sigmoid(a / T)`` per candidate edge (searchable models only)."""
         if self.edge_logits is None:
             raise ValueError("a derived AutoHERI network has no edge probabilities")
-        return tf.sigmoid(self.edge_logits / self.config.autoheri_temperature)
+        return tf.sigmoid(self.edge_logits / self.options.temperature)
 
     def weight_variables(self) -> List[tf.Variable]:
         """The network weights: every trainable variable but the edge logits."""
@@ -124,9 +126,9 @@ class AutoHERI(CVRModel):
 
     def search_penalty(self) -> tf.Tensor:
         """``autoheri_sparsity * sum p_ij``: the expected edge count (0 for a derived net)."""
-        if self.edge_logits is None or not self.config.autoheri_sparsity:
+        if self.edge_logits is None or not self.options.sparsity:
             return tf.constant(0.0)
-        return self.config.autoheri_sparsity * tf.reduce_sum(self.edge_probabilities())
+        return self.options.sparsity * tf.reduce_sum(self.edge_probabilities())
 
     def compute_loss(self, outputs, labels):
         click = _label(labels, C.CLICK)
@@ -135,7 +137,7 @@ class AutoHERI(CVRModel):
                 + self.config.ctcvr_weight * tf.reduce_mean(bce(click * purchase,
                                                                 outputs["pctcvr"])))
         if "pcart" in outputs:
-            loss += self.config.ctcart_weight * tf.reduce_mean(
+            loss += self.options.ctcart_weight * tf.reduce_mean(
                 bce(click * _label(labels, C.CART), outputs["pctr"] * outputs["pcart"]))
         return loss + self.search_penalty()
 
@@ -147,7 +149,7 @@ class AutoHERI(CVRModel):
             return super().train_step(data)
         x, y = data
         weights = self.weight_variables()
-        joint = self.config.autoheri_search == "joint"
+        joint = self.options.search == "joint"
         variables = weights + ([self.edge_logits] if joint else [])
         with tf.GradientTape() as tape:
             outputs = self(x, training=True)
@@ -187,8 +189,8 @@ def ablation_edges(name: str, candidates: Sequence[Edge], config, seed: int) -> 
     if name == "autoheri_all":
         return list(candidates)
     if name == "autoheri_random":
-        count = config.autoheri_random_edges or (
-            config.autoheri_top_k if config.autoheri_derive == "topk" else 0)
+        options = config.family(AutoHERIConfig)
+        count = options.random_edges or (options.top_k if options.derive == "topk" else 0)
         if not count:
             raise ValueError("autoheri_random needs its edge count: set model."
                              "autoheri_random_edges to the searched set's size (or derive by "

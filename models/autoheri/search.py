@@ -21,13 +21,14 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import asdict, replace
+from dataclasses import replace
 from typing import Iterator, Optional
 
 import numpy as np
 
 from models.autoheri.architecture import Architecture, derive_edges
-from models.train import Trainer
+from models.autoheri.config import AutoHERIConfig
+from models.trainer import Trainer
 
 ARCHITECTURE_JSON = "autoheri_architecture.json"
 ARCHITECTURE_PNG = "autoheri_architecture.png"
@@ -36,8 +37,7 @@ SEARCH_DIR = "search"
 
 def search_settings(model_config) -> dict:
     """The ``autoheri_*`` fields (and the CTCART weight) recorded with an architecture."""
-    return {k: v for k, v in asdict(model_config).items()
-            if k.startswith("autoheri_") or k == "ctcart_weight"}
+    return model_config.family(AutoHERIConfig).settings()
 
 
 def train_rows(data_dir: str) -> int:
@@ -56,7 +56,7 @@ def search_train_config(train_config, model_config, rows: int):
     planned = train_config.epochs * steps_per_epoch
     if train_config.max_steps:
         planned = min(planned, train_config.max_steps)
-    steps = max(1, math.ceil(model_config.autoheri_search_fraction * planned))
+    steps = max(1, math.ceil(model_config.family(AutoHERIConfig).search_fraction * planned))
     return replace(train_config, epochs=max(1, -(-steps // steps_per_epoch)), max_steps=steps)
 
 
@@ -71,10 +71,11 @@ class SearchTrainer(Trainer):
         from models.data import split_dataset
         super().__init__("autoheri", data_dir, search_dir, seed, model_config, train_config,
                          progress)
+        options = model_config.family(AutoHERIConfig)
         with self.strategy.scope():
-            self.model.edge_optimizer = tf.keras.optimizers.Adam(model_config.autoheri_edge_lr)
+            self.model.edge_optimizer = tf.keras.optimizers.Adam(options.edge_lr)
         self.edge_steps = 0
-        if model_config.autoheri_search == "bilevel":
+        if options.search == "bilevel":
             self.heldout_ds = split_dataset(data_dir, "valid", self.valid_ds.schema.column_names)
             self._edge_batches: Optional[Iterator] = None
             weight_step = self._train_step
@@ -82,7 +83,7 @@ class SearchTrainer(Trainer):
 
             def step(x, y):
                 loss = weight_step(x, y)
-                if (int(self.step) + 1) % model_config.autoheri_bilevel_every == 0:
+                if (int(self.step) + 1) % options.bilevel_every == 0:
                     edge_step(next(self._heldout()))
                     self.edge_steps += 1
                 return loss
@@ -100,7 +101,7 @@ class SearchTrainer(Trainer):
         from models.data import batches
         size = self.tcfg.batch_size
         n = max(1, (self.heldout_ds.num_rows // 2) // size)
-        position = (int(self.step) // self.mcfg.autoheri_bilevel_every) % n
+        position = (int(self.step) // self.mcfg.family(AutoHERIConfig).bilevel_every) % n
         while True:
             for k, (x, y) in enumerate(batches(self.heldout_ds, size, shuffle=False,
                                                skip=position)):
@@ -130,9 +131,9 @@ def search_and_derive(data_dir: str, run_dir: str, seed: int, model_config, trai
     result = trainer.fit(resume=resume)
     model = trainer.model
     probabilities = model.edge_probabilities().numpy().astype(np.float64)
-    mcfg = model_config
-    kept = derive_edges(model.candidates, probabilities, mcfg.autoheri_derive,
-                        mcfg.autoheri_threshold, mcfg.autoheri_top_k)
+    mcfg, options = model_config, model_config.family(AutoHERIConfig)
+    kept = derive_edges(model.candidates, probabilities, options.derive, options.threshold,
+                        options.top_k)
     arch = Architecture(
         "autoheri", model.tasks, tuple(mcfg.tower_units), list(model.candidates), kept,
         probabilities.tolist(), model.edge_logits.numpy().astype(np.float64).tolist(),
@@ -140,9 +141,9 @@ def search_and_derive(data_dir: str, run_dir: str, seed: int, model_config, trai
         {"steps": result["steps"], "edge_steps": trainer.edge_steps,
          "seconds": time.perf_counter() - started,
          "samples_per_second": result["samples_per_second"],
-         "initial_probability": mcfg.autoheri_edge_init,
+         "initial_probability": options.edge_init,
          "mean_abs_probability_change": float(np.mean(np.abs(probabilities
-                                                             - mcfg.autoheri_edge_init)))})
+                                                             - options.edge_init)))})
     arch.save(path)
     plot_architecture(arch, os.path.join(run_dir, ARCHITECTURE_PNG))
     return arch

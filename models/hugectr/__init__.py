@@ -6,7 +6,8 @@ the ONNX adapter that puts the trained model into the ensemble's predict step.
 - ``config``: :class:`~models.hugectr.config.HugeCTRESMMConfig`;
 - ``graph``: the ESMM graph, its JSON configuration and the schema check;
 - ``scripts``: ``train_hugectr.py`` and ``export_onnx.py`` for the container;
-- ``onnx_adapter``: the ``hugectr2onnx`` model wrapped for ``serving.steps.PredictStep``;
+- the ONNX adapter (``hugectr2onnx`` model wrapped for ``serving.steps.PredictStep``) lives
+  in ``serving.hugectr_onnx``; ``onnx_adapter`` is its old command name, an alias;
 - ``cli``: ``python -m models.hugectr --data PROC_DIR --out DIR [--config FILE]``.
 
 The HugeCTR run itself (training, ``graph_to_json``, ``hugectr2onnx``, HugeCTR's inference) is

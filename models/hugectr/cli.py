@@ -37,8 +37,8 @@ from models.hugectr.graph import ModelInputs, build_config, validate_config
 from models.hugectr.scripts import (CHECK_ROWS, CONFIG_FILE, EXPORT_SCRIPT, TRAIN_SCRIPT,
                                     VERIFIED_NOTE, container_command, export_script,
                                     host_commands, train_script)
-from preprocessing import atomic
-from preprocessing.atomic import atomic_output_dir
+from common import atomic
+from common.atomic import atomic_output_dir
 
 
 def check_replaceable(out: str) -> None:
@@ -127,7 +127,8 @@ def summary_rows(desc: Dict, out: str) -> List:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """CLI entry point: ``python -m models.hugectr``."""
-    from preprocessing.report import print_table, silence_known_warnings
+    from common.quiet import silence_known_warnings
+    from common.tables import print_table
     parser = argparse.ArgumentParser(prog="python -m models.hugectr",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", required=True, help="processed directory (preprocessing.run)")

@@ -14,7 +14,7 @@ from typing import Any, Dict, Optional, Tuple
 
 import yaml
 
-from preprocessing.params import check_param
+from common.params import check_param
 
 #: HugeCTR 23.08 ``hugectr.Update_t`` members (``LazyGlobal`` is Adam only; python_interface.md).
 UPDATE_TYPES = ("Local", "Global", "LazyGlobal")

@@ -7,7 +7,7 @@
 - ``export_onnx.py``: ``hugectr2onnx.converter.convert`` of the trained model, a check of the
   dumped graph against the generated ``esmm_config.json``, and HugeCTR's own predictions on the
   first test rows (``hugectr.inference.InferenceModel.predict``) for the host-side check of the
-  ONNX model (``python -m models.hugectr.onnx_adapter``).
+  ONNX model (``python -m serving.hugectr_onnx``).
 
 Both are self-contained (no import of this repository) and use only the names in
 :data:`DOCUMENTED_API`: HugeCTR 23.08's documented Python interface
@@ -130,7 +130,7 @@ def host_commands(out_dir: str) -> List[str]:
     """The commands that follow on the host: adapt and check the ONNX model, install it into an
     ONNX-runtime CPU export of ``serving.export`` and serve it."""
     d = shlex.quote(out_dir)
-    return [f".venv/bin/python -m models.hugectr.onnx_adapter --dir {d} "
+    return [f".venv/bin/python -m serving.hugectr_onnx --dir {d} "
             "--install triton_repo/cpu",
             ".venv/bin/python -m serving.serve --repo triton_repo/cpu"]
 
@@ -239,7 +239,7 @@ Writes {ONNX_FILE} (inputs "{DENSE}" [B, {inputs.dense_dim}] float32 and "{SPARS
 [B, {inputs.slot_num}, 1] int64 keys with the slot offsets added; outputs "click" and "ctcvr"
 [B, 1], the sigmoids of the two loss logits) and {PREDICTIONS_FILE} ([{check_rows}, 2]: HugeCTR's
 click and ctcvr predictions of the first test rows). Then, on the host:
-    .venv/bin/python -m models.hugectr.onnx_adapter --dir DIR
+    .venv/bin/python -m serving.hugectr_onnx --dir DIR
 """
 
 import json
@@ -294,5 +294,5 @@ predictions = inference_model.predict(1, {test_source!r}, hugectr.DataReaderType
 predictions = np.asarray(predictions, dtype=np.float32).reshape({check_rows}, -1)
 np.save({PREDICTIONS_FILE!r}, predictions)
 print(f"wrote {ONNX_FILE} and {PREDICTIONS_FILE} {{predictions.shape}}; "
-      "now run `python -m models.hugectr.onnx_adapter --dir DIR` on the host")
+      "now run `python -m serving.hugectr_onnx --dir DIR` on the host")
 '''

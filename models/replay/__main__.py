@@ -1,8 +1,11 @@
-"""``python -m models.replay`` (see :mod:`models.replay.cli`)."""
+"""``python -m models.replay``: moved to ``python -m replay``; this alias runs it for one
+release."""
 
 import sys
 
-from models.replay.cli import main
+from common.moved import say_moved
+from replay.cli import main
 
 if __name__ == "__main__":
+    say_moved("models.replay", "replay")
     sys.exit(main())

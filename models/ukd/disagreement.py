@@ -25,8 +25,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from preprocessing import columns as C
-from preprocessing.atomic import atomic_write_text
-from preprocessing.report import print_table
+from common.atomic import atomic_write_text
+from common.tables import print_table
 
 #: The lambdas at which the mean weight is reported (besides the run's own).
 LAMBDAS = (30.0, 100.0, 300.0, 1000.0, 10000.0)
@@ -58,14 +58,14 @@ def load_student(run_dir: str, data_dir: str):
     restored (its best epoch's, or its last checkpoint's), and its recorded model config."""
     import tensorflow as tf
 
-    from models.baselines import build_model
-    from models.config import ModelConfig, with_added_defaults
+    from models.config import model_config_from_flat, with_added_defaults
+    from models.registry import build_model
     from models.data import batches, features_and_targets, model_columns, split_dataset
     recorded = with_added_defaults(json.load(open(os.path.join(run_dir, "config.json"))))
     if recorded["model"] not in ("ukd", "ukd_base"):
         raise ValueError(f"{run_dir}: a {recorded['model']!r} run; the disagreement needs a "
                          f"UKD student (--model ukd or ukd_base)")
-    config = ModelConfig(**recorded["model_config"])
+    config = model_config_from_flat(recorded["model_config"])
     features, targets, schema = features_and_targets(data_dir)
     model = build_model(recorded["model"], features, config, targets)
     x, _ = next(iter(batches(split_dataset(data_dir, "valid", model_columns(schema, targets)),
@@ -92,14 +92,15 @@ def measure(run_dir: str, data_dir: str, split: str = "valid", draws: int = 4,
             max_rows: int = 200_000, batch_size: int = 4096) -> Dict:
     """The disagreement of ``run_dir``'s heads on ``split`` (see the module docstring)."""
     from models.data import features_and_targets, model_columns, split_dataset
+    from models.ukd.config import UKDConfig
     model, config = load_student(run_dir, data_dir)
     _, targets, schema = features_and_targets(data_dir)
     dataset = split_dataset(data_dir, split, model_columns(schema, targets))
     u, click = head_disagreement(model, dataset, batch_size, draws, max_rows)
-    lambdas = sorted({config.ukd_lambda, *LAMBDAS})
+    lambdas = sorted({config.family(UKDConfig).lam, *LAMBDAS})
     clicked = click > 0
     return {"run": os.path.abspath(run_dir), "data": os.path.abspath(data_dir), "split": split,
-            "draws": draws, "run_lambda": config.ukd_lambda,
+            "draws": draws, "run_lambda": config.family(UKDConfig).lam,
             "clicked": summarise(u[clicked], lambdas),
             "unclicked": summarise(u[~clicked], lambdas),
             "_u": {"clicked": u[clicked], "unclicked": u[~clicked]}}
@@ -138,7 +139,7 @@ def plot_disagreement(samples: Dict[str, np.ndarray], title: str, path: str,
 
 def main(argv: Optional[List[str]] = None) -> int:
     """CLI entry point: ``python -m models.ukd.disagreement``."""
-    from models.train import quiet_tensorflow
+    from common.quiet import quiet_tensorflow
     quiet_tensorflow()
     parser = argparse.ArgumentParser(prog="python -m models.ukd.disagreement",
                                      description=__doc__.split("\n\n")[0])

@@ -24,8 +24,8 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from preprocessing import columns as C
-from preprocessing.atomic import atomic_write_text
-from preprocessing.report import print_table
+from common.atomic import atomic_write_text
+from common.tables import print_table
 from preprocessing.splits import read_split
 
 
@@ -103,7 +103,7 @@ def _train_step(model, optimizer, x, purchase, click):
 
 def main(argv: Optional[List[str]] = None) -> int:
     """CLI entry point: ``python -m models.ukd.pilot``."""
-    from models.train import quiet_tensorflow
+    from common.quiet import quiet_tensorflow
     from models.ukd.disagreement import plot_disagreement
     quiet_tensorflow()
     parser = argparse.ArgumentParser(prog="python -m models.ukd.pilot",

@@ -2,7 +2,7 @@
 unclicked impressions, with (``ukd``) or without (``ukd_base``) the uncertainty terms.
 
 Xu et al., "UKD: Debiasing Conversion Rate Estimation via Uncertainty-regularized Knowledge
-Distillation", WWW 2022, Sections 3.3-3.4; ``../shared/reference/algorithms.md``, "UKD".
+Distillation", WWW 2022, Sections 3.3-3.4; the project's algorithms reference, "UKD".
 Trained on the output of ``models.pseudolabel`` (the column ``teacher_pcvr``).
 
 Network on the shared input layer: a CTR tower (``tower_units``), and a CVR representation
@@ -30,12 +30,16 @@ from __future__ import annotations
 import tensorflow as tf
 
 from models.baselines import EPS, CVRModel, _label, bce, mlp
+from models.ukd.config import UKDConfig
 from preprocessing import columns as C
+
+#: The students: they train on the teacher's pseudo-labels (data from ``models.pseudolabel``).
+PSEUDO_LABEL_MODELS = ("ukd", "ukd_base")
+
 
 def training_label_columns(model_name: str, schema, data_dir: str) -> list:
     """The columns a model trains on beyond the features and targets: ``teacher_pcvr`` for the
     UKD students (an error naming ``models.pseudolabel`` when the data lack it), else none."""
-    from models.config import PSEUDO_LABEL_MODELS
     if model_name not in PSEUDO_LABEL_MODELS:
         return []
     if C.TEACHER_PCVR not in schema.column_names:
@@ -73,7 +77,8 @@ class UKDStudent(CVRModel):
         self.ctr_tower = mlp(units, config.dropout, "ctr_tower")
         self.cvr_representation = mlp(units, config.dropout, "cvr_representation",
                                       output=False)
-        self.head_dropout = [tf.keras.layers.Dropout(config.ukd_head_dropout,
+        self.options = config.family(UKDConfig)
+        self.head_dropout = [tf.keras.layers.Dropout(self.options.head_dropout,
                                                      name=f"cvr_head{k}_dropout")
                              for k in range(2)]
         self.heads = [tf.keras.layers.Dense(1, activation="sigmoid", name=f"cvr_head{k}")
@@ -106,16 +111,16 @@ class UKDStudent(CVRModel):
         p, q = outputs["pcvr_a"], outputs["pcvr_b"]
         clicked_ce = 0.5 * (bce(z, p) + bce(z, q))
         distill = 0.5 * (soft_bce(t, p) + soft_bce(t, q))
-        cfg = self.config
+        cfg = self.options
         per_row = click * clicked_ce
         if self.uncertainty:
             u = bernoulli_kl(p, q)
-            weight = tf.exp(-cfg.ukd_lambda * tf.stop_gradient(u))
-            per_row += unclicked * (cfg.ukd_alpha * weight * distill + cfg.ukd_kl_weight * u)
+            weight = tf.exp(-cfg.lam * tf.stop_gradient(u))
+            per_row += unclicked * (cfg.alpha * weight * distill + cfg.kl_weight * u)
         else:
-            per_row += unclicked * cfg.ukd_alpha * distill
+            per_row += unclicked * cfg.alpha * distill
         return (tf.reduce_mean(per_row)
-                + cfg.ukd_gamma * tf.reduce_mean(bce(click, outputs["pctr"])))
+                + cfg.gamma * tf.reduce_mean(bce(click, outputs["pctr"])))
 
 
 class UKDBaseStudent(UKDStudent):

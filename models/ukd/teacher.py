@@ -2,7 +2,7 @@
 
 Three parts on the shared input layer (Xu et al., "UKD: Debiasing Conversion Rate Estimation
 via Uncertainty-regularized Knowledge Distillation", WWW 2022, Section 3.2;
-``../shared/reference/algorithms.md``, "UKD"):
+the project's algorithms reference, "UKD"):
 
 - ``T_f``, the representation: ReLU layers ``ukd_representation_units`` on the input layer;
 - ``T_p``, the CVR head on ``T_f``: ``CE(purchase, pCVR)`` on clicked rows only;
@@ -27,6 +27,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from models.baselines import CVRModel, _label, bce, masked_mean, mlp
+from models.ukd.config import UKDConfig
 from preprocessing import columns as C
 
 
@@ -65,11 +66,13 @@ class UKDTeacher(CVRModel):
 
     def __init__(self, features, config, targets=("click", "purchase"), **kwargs):
         super().__init__(features, config, targets, **kwargs)
-        self.representation = mlp(config.ukd_representation_units, config.dropout,
+        self.options = config.family(UKDConfig)
+        self.representation = mlp(self.options.representation_units, config.dropout,
                                   "teacher_representation", output=False)
-        self.cvr_head = mlp(config.ukd_head_units, config.dropout, "teacher_cvr_head")
+        self.cvr_head = mlp(self.options.head_units, config.dropout, "teacher_cvr_head")
         self.reversal = GradientReversal(name="gradient_reversal")
-        self.discriminator = mlp(config.ukd_head_units, config.dropout, "click_discriminator")
+        self.discriminator = mlp(self.options.head_units, config.dropout,
+                                 "click_discriminator")
         self.planned_steps = tf.Variable(0, dtype=tf.int64, trainable=False,
                                          name="planned_steps")
 
@@ -97,5 +100,5 @@ class UKDTeacher(CVRModel):
         planned = tf.cast(tf.maximum(self.planned_steps, 1), tf.float32)
         progress = tf.cast(self.optimizer.iterations, tf.float32) / planned
         self.reversal.weight.assign(adversarial_weight(
-            self.config.ukd_adversarial_schedule, self.config.ukd_adversarial_weight, progress))
+            self.options.adversarial_schedule, self.options.adversarial_weight, progress))
         return super().train_step(data)

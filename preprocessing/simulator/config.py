@@ -13,7 +13,7 @@ from typing import Any, Dict, Tuple
 
 import yaml
 
-from preprocessing.params import check_param
+from common.params import check_param
 
 MAX_USERS = 10_000_000
 MAX_ITEMS = 1_000_000
@@ -111,7 +111,7 @@ class FunnelRates:
         purchase_given_click: mean p(purchase | click) over clicked impressions (purchase implies
             cart). Ali-CCP has about 0.5-2%; e-commerce ads on external media 1-5%. The
             default is the upper end, so that the default data holds enough conversions for
-            seed-stable comparisons (README, "Sizing the default data");
+            seed-stable comparisons (docs/simulator.md, "Sizing the default data");
             ``preprocessing/configs/realistic.yaml`` has Ali-CCP-like rates.
     """
 

@@ -38,8 +38,9 @@ normal), so the clicked population of a selective app converts far above its imp
 an app whose clicks ignore the need converts on clicks as on impressions:
 ``E[conversion | x, click] - E[conversion | x]`` differs by app. A model fitted on clicks then
 ranks the selective apps' impressions too high in the entire space (the selection bias costs
-ranking, not only level; ``preprocessing/configs/strong_bias.yaml``, README "Selection-bias
-stress data"). With every need effect 0 nothing is drawn and the output is bit for bit the same.
+ranking, not only level; ``preprocessing/configs/strong_bias.yaml``, docs/simulator.md
+"Selection-bias stress data"). With every need effect 0 nothing is drawn and the output is
+bit for bit the same.
 
 where ``aff = 1[category in user's preferred] + 0.25 * <taste_u, taste_i> / 2`` and
 ``price_pen = relative_price * (1 + 0.5 * s)``. Intent raises every stage; clickiness, creative

@@ -23,13 +23,15 @@ def exported(tmp_path_factory, tiny_run, small_processed, adacalib, export_sourc
     """The ensemble exported from copies of the run, the workflow and the calibrator; the
     copies are deleted and the repository is moved to another directory before any test."""
     from serving.export import export
+    from serving.settings import ExportSettings
     src = export_sources
     run = shutil.copytree(tiny_run, os.path.join(src, "run"))
     workflow = shutil.copytree(os.path.join(small_processed, "workflow"),
                                os.path.join(src, "workflow"))
     cal = shutil.copytree(adacalib[0], os.path.join(src, "calibrator"))
     first = os.path.join(src, "repo")
-    export(run, workflow, first, calibrator=cal, max_batch_size=MAX_BATCH, delay_us=100)
+    export(run, workflow, first, calibrator=cal,
+           settings=ExportSettings(max_batch_size=MAX_BATCH, queue_delay_us=100))
     moved = str(tmp_path_factory.mktemp("deployed") / "models")
     shutil.move(first, moved)
     shutil.rmtree(src)

@@ -31,13 +31,14 @@ def _kinds(repo) -> dict:
 def test_the_exported_predict_instances_follow_the_decision(monkeypatch, tmp_path, tiny_run,
                                                             small_processed):
     import serving.export as ex
+    from serving.settings import ExportSettings
     workflow = os.path.join(small_processed, WORKFLOW)
     monkeypatch.setattr(ex, "detect", lambda: _answer())  # a GPU machine with the NGC server
-    ex.export(tiny_run, workflow, str(tmp_path / "gpu"), runtime="tf")
+    ex.export(tiny_run, workflow, str(tmp_path / "gpu"), settings=ExportSettings(runtime="tf"))
     assert _kinds(tmp_path / "gpu") == {"preprocess": [KIND_CPU], "predict": [KIND_GPU],
                                         "calibrate": [KIND_CPU]}
     monkeypatch.setattr(ex, "detect", lambda: _answer(gpus=0))
-    ex.export(tiny_run, workflow, str(tmp_path / "cpu"), runtime="tf")
+    ex.export(tiny_run, workflow, str(tmp_path / "cpu"), settings=ExportSettings(runtime="tf"))
     assert _kinds(tmp_path / "cpu") == {s: [KIND_CPU] for s in ("preprocess", "predict",
                                                                  "calibrate")}
     # the same files but for the kind: nothing else of the export depends on the decision

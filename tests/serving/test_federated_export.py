@@ -72,7 +72,8 @@ def federated(tmp_path_factory, small_processed):
     from federated.model import MediaBottom, build_top_model, export_bottom, export_top
     from models.config import ModelConfig
     from models.data import features_and_targets
-    from serving.federated_export import export_media, main
+    from serving.federated_export import export_media, main, read_media_side
+    from serving.settings import ExportSettings
     root = tmp_path_factory.mktemp("federated_serving")
     features, targets, _ = features_and_targets(small_processed)
     media = [f for f in features if f.name.startswith("media_")]
@@ -114,7 +115,8 @@ def federated(tmp_path_factory, small_processed):
 
     workflow = os.path.join(small_processed, "workflow")
     repos = {name: str(root / "repos" / name) for name in ("media", "media_dp", "advertiser")}
-    export_media(str(run), workflow, repos["media"], max_batch_size=MAX_BATCH, runtime="onnx")
+    export_media(read_media_side(str(run)), workflow, repos["media"],
+                 ExportSettings(max_batch_size=MAX_BATCH, runtime="onnx"))
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         code = main(["--run", str(run_dp), "--fallback", fallback_dir, "--workflow", workflow,

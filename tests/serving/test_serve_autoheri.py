@@ -13,9 +13,11 @@ import pytest
 def autoheri_repository(tmp_path_factory, autoheri_run, small_processed):
     """The shared AutoHERI run (tests/conftest.py: top 3 edges kept) exported to Triton."""
     from serving.export import export
+    from serving.settings import ExportSettings
     run_dir = autoheri_run[0]
     repo = str(tmp_path_factory.mktemp("autoheri_serving") / "repo")
-    export(run_dir, os.path.join(small_processed, "workflow"), repo, max_batch_size=256)
+    export(run_dir, os.path.join(small_processed, "workflow"), repo,
+           settings=ExportSettings(max_batch_size=256))
     return run_dir, repo
 
 

@@ -40,7 +40,7 @@ def _raw_test_rows(proc_dir):
 def _offline(run_dir, proc_dir, calibrator, n):
     """The offline pipeline without any serving code: NVTabular's offline transform (the
     processed test split) -> the run's SavedModel -> the fitted calibrator's own transform
-    (``models.calibration``), and pCTCVR = pCTR x calibrated pCVR."""
+    (``calibration``), and pCTCVR = pCTR x calibrated pCVR."""
     from models.evaluate import predict_split
     from preprocessing.splits import read_split
     preds = predict_split(os.path.join(run_dir, "saved_model"), proc_dir, "test").head(n)
@@ -189,9 +189,9 @@ def test_the_replay_bids_the_served_calibrated_pcvr(server, tiny_run, small_proc
                                                     tmp_path):
     """The bids of the offline replay path (SavedModel -> calibrator artifact) equal the bids
     of the served ensemble on the same raw rows (1e-5), and so do the replays."""
-    from models.replay.auction import bids
-    from models.replay.bidders import read_day, run_bidders, served_bidder
-    from models.replay.cli import main
+    from replay.auction import bids
+    from replay.bidders import read_day, run_bidders, served_bidder
+    from replay.cli import main
     days = {"test": read_day(small_processed, "test", ["app_id"], REPLAY_ROWS)}
     offline = {b.group: b for b in run_bidders(tiny_run, [adacalib[0]], small_processed, days)}
     served = served_bidder(server.http_url, small_processed, days, progress=False)

@@ -91,19 +91,19 @@ def test_identity_calibrate_step(tmp_path):
 
 
 def test_calibrate_step_cannot_load_without_the_artifact_module():
-    """A missing ``models.calibration.artifact`` is an import error of the step, never a silent
+    """A missing ``calibration.artifact`` is an import error of the step, never a silent
     fall back to the identity calibrator."""
     import subprocess
     import sys
     code = ("import sys\n"
             "class Block:\n"
             "    def find_spec(self, name, path=None, target=None):\n"
-            "        if name == 'models.calibration.artifact':\n"
+            "        if name == 'calibration.artifact':\n"
             "            raise ModuleNotFoundError('blocked: ' + name)\n"
             "sys.meta_path.insert(0, Block())\n"
             "import serving.calibration\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
-    assert out.returncode != 0 and "blocked: models.calibration.artifact" in out.stderr
+    assert out.returncode != 0 and "blocked: calibration.artifact" in out.stderr
 
 
 def test_export_writes_the_ensemble_and_the_ngc_variant(tmp_path, tiny_run, small_processed,
@@ -112,6 +112,7 @@ def test_export_writes_the_ensemble_and_the_ngc_variant(tmp_path, tiny_run, smal
     splits, manifest or raw input beside it."""
     import tensorflow as tf
     from serving.export import export, parse_instances
+    from serving.settings import ExportSettings
     from pathlib import Path
     cpu = Path(exported)
     info = json.load(open(cpu / "export.json"))
@@ -123,7 +124,7 @@ def test_export_writes_the_ensemble_and_the_ngc_variant(tmp_path, tiny_run, smal
     assert info["runtime"] == "onnx" and info["onnx_max_abs_diff"] <= 1e-5
     assert os.path.isfile(cpu / "preprocess" / "1" / "workflow" / "workflow.pkl")
     export(tiny_run, os.path.join(small_processed, "workflow"), str(tmp_path / "ngc"),
-           target="ngc")
+           settings=ExportSettings(target="ngc"))
     cfg = (tmp_path / "ngc" / "predict" / "config.pbtxt").read_text()
     assert 'platform: "tensorflow_savedmodel"' in cfg and "KIND_GPU" in cfg
     # both targets carry the step code the same way, and no path of this machine
@@ -150,6 +151,7 @@ def test_export_writes_the_ensemble_and_the_ngc_variant(tmp_path, tiny_run, smal
 def test_export_replaces_its_own_export_but_refuses_another_directory(tmp_path, tiny_run,
                                                                       small_processed, capsys):
     from serving.export import export, main, parse_instances
+    from serving.settings import ExportSettings
     wf = os.path.join(small_processed, "workflow")
     foreign = tmp_path / "triton_repo"
     foreign.mkdir()
@@ -158,39 +160,41 @@ def test_export_replaces_its_own_export_but_refuses_another_directory(tmp_path, 
     assert rc == 2 and "not written by serving.export" in capsys.readouterr().err
     assert os.listdir(foreign) == ["README.md"]
     out = str(tmp_path / "repo")
-    export(tiny_run, wf, out, runtime="tf")
-    export(tiny_run, wf, out, runtime="tf", max_batch_size=7,  # its own: replaced
-           instances=parse_instances("preprocess=2"))
+    export(tiny_run, wf, out, settings=ExportSettings(runtime="tf"))
+    export(tiny_run, wf, out, settings=ExportSettings(  # its own: replaced
+        runtime="tf", max_batch_size=7, instances=parse_instances("preprocess=2")))
     assert json.load(open(os.path.join(out, "export.json")))["max_batch_size"] == 7
     assert "count: 2" in open(os.path.join(out, "preprocess", "config.pbtxt")).read()
 
 
 def test_export_without_request_facts_names_the_file(tmp_path, tiny_run, small_processed):
     from serving.export import export
+    from serving.settings import ExportSettings
     wf = shutil.copytree(os.path.join(small_processed, "workflow"), str(tmp_path / "wf"))
     os.remove(os.path.join(wf, "request_facts.json"))
     with pytest.raises(FileNotFoundError, match="request_facts.json.*--nullable and --max-list"):
-        export(tiny_run, wf, str(tmp_path / "repo"), runtime="tf")
+        export(tiny_run, wf, str(tmp_path / "repo"), settings=ExportSettings(runtime="tf"))
     assert not os.path.exists(tmp_path / "repo")
 
 
 def test_onnx_probe_comes_from_the_fitted_workflow_or_a_probe_file(tmp_path, tiny_run,
                                                                    small_processed):
     from serving.export import probe_feed
+    from serving.settings import ExportSettings
     spec = C.DatasetSpec.load(small_processed)
     signature = json.load(open(os.path.join(tiny_run, "signature.json")))["inputs"]
     wf = os.path.join(small_processed, "workflow")
-    synthetic = probe_feed(wf, spec, signature, None, rows=300)
+    synthetic = probe_feed(wf, spec, signature, ExportSettings(probe_rows=300))
     assert set(synthetic) == set(signature) and len(synthetic["user_id"]) == 300
     assert len(np.unique(synthetic["item_id"])) > 50  # vocabulary and unseen ids, not one value
     raw, proc = _raw_and_processed(small_processed, 40)
     path = str(tmp_path / "probe.parquet")
     raw.to_parquet(path)
-    feed = probe_feed(wf, spec, signature, path)
+    feed = probe_feed(wf, spec, signature, ExportSettings(probe=path))
     np.testing.assert_array_equal(feed["item_id"], proc["item_id"].to_numpy())
     raw.drop(columns=["item_price"]).to_parquet(path)
     with pytest.raises(ValueError, match=r"probe.parquet: 40 rows without .*'item_price'"):
-        probe_feed(wf, spec, signature, path)
+        probe_feed(wf, spec, signature, ExportSettings(probe=path))
 
 
 def pre_tensors(step, raw):

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from models.autoheri.architecture import Architecture, derive_edges
-from models.config import ModelConfig, TrainConfig
+from models.config import TrainConfig, model_config_from_flat
 from models.train import main, train
 
 SEED = 2  # the seed of the ``autoheri_run`` fixture (tests/conftest.py)
@@ -101,8 +101,8 @@ def test_the_bilevel_search_steps_edges_on_the_first_half_of_the_validation_day(
         small_processed):
     from models.autoheri.search import SearchTrainer
     from preprocessing.splits import read_split
-    cfg = ModelConfig(embedding_dim=4, tower_units=(8,), autoheri_search="bilevel",
-                      autoheri_bilevel_every=2)
+    cfg = model_config_from_flat(dict(embedding_dim=4, tower_units=(8,), autoheri_search="bilevel",
+                      autoheri_bilevel_every=2))
     loop = TrainConfig(batch_size=512, max_steps=6, checkpoint_every=100)
     trainer = SearchTrainer(small_processed, None, SEED, cfg, loop, progress=False)
     rows = trainer.heldout_ds.num_rows
@@ -118,9 +118,9 @@ def test_the_bilevel_search_steps_edges_on_the_first_half_of_the_validation_day(
 
 
 def test_a_bilevel_run_records_its_edge_steps(small_processed, tmp_path):
-    cfg = ModelConfig(embedding_dim=4, tower_units=(8,), autoheri_search="bilevel",
+    cfg = model_config_from_flat(dict(embedding_dim=4, tower_units=(8,), autoheri_search="bilevel",
                       autoheri_search_fraction=0.5, autoheri_bilevel_every=2,
-                      autoheri_derive="topk", autoheri_top_k=2)
+                      autoheri_derive="topk", autoheri_top_k=2))
     loop = TrainConfig(batch_size=1024, max_steps=8, checkpoint_every=100)
     _autoheri(small_processed, str(tmp_path / "run"), cfg, loop)
     arch = Architecture.load(str(tmp_path / "run" / "autoheri_architecture.json"))
@@ -129,7 +129,7 @@ def test_a_bilevel_run_records_its_edge_steps(small_processed, tmp_path):
 
 
 def test_an_ablation_run_records_its_fixed_edges(small_processed, tmp_path):
-    cfg = ModelConfig(embedding_dim=4, tower_units=(16, 8), autoheri_random_edges=5)
+    cfg = model_config_from_flat(dict(embedding_dim=4, tower_units=(16, 8), autoheri_random_edges=5))
     loop = TrainConfig(batch_size=1024, max_steps=3, checkpoint_every=100)
     train("autoheri_random", small_processed, str(tmp_path / "run"), SEED, cfg, loop,
           progress=False)
@@ -146,7 +146,7 @@ def test_each_ablation_records_its_fixed_edges(small_processed, tmp_path, name, 
     from models.autoheri.model import build_autoheri
     from models.autoheri.search import write_fixed_architecture
     from models.data import features_and_targets
-    cfg = ModelConfig(embedding_dim=4, tower_units=(16, 8), autoheri_random_edges=5)
+    cfg = model_config_from_flat(dict(embedding_dim=4, tower_units=(16, 8), autoheri_random_edges=5))
     features, targets, _ = features_and_targets(small_processed)
     model = build_autoheri(name, features, cfg, targets, seed=SEED)
     write_fixed_architecture(name, model, cfg, str(tmp_path))
@@ -177,14 +177,13 @@ def test_the_two_stage_chain_trains_on_converted_real_aliccp_rows(tmp_path, caps
 def test_the_recorded_4m_choice_is_the_esmm_selection_with_the_joint_search():
     """``models/configs/autoheri_4m.yaml`` (the validation-day choice) differs from ESMM's
     ``selected_4m.yaml`` only in AutoHERI's own fields, and its search is the joint one."""
-    from dataclasses import asdict
-
     from models.config import load_configs
     configs = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
         os.path.abspath(__file__))))), "models", "configs")
     (am, at), (em, et) = (load_configs(os.path.join(configs, f))
                           for f in ("autoheri_4m.yaml", "selected_4m.yaml"))
-    assert at == et and am.autoheri_search == "joint" and am.autoheri_random_edges == 2
-    assert am.autoheri_search_fraction == 0.25
-    differ = {k for k, v in asdict(am).items() if asdict(em)[k] != v}
+    assert at == et and am.flat()["autoheri_search"] == "joint"
+    assert am.flat()["autoheri_random_edges"] == 2 and am.flat()["autoheri_search_fraction"] == 0.25
+    am, em = am.flat(), em.flat()
+    differ = {k for k, v in am.items() if em[k] != v}
     assert differ == {"autoheri_random_edges"}

@@ -145,7 +145,7 @@ def test_scripts_and_readme_say_verified_only_in_the_container_with_the_command(
         readme = fh.read()
     assert "verified only in the NGC merlin-hugectr:23.08 container; not run here" in readme
     assert IMAGE in readme and "python train_hugectr.py && python export_onnx.py" in readme
-    assert "python -m models.hugectr.onnx_adapter" in readme
+    assert "python -m serving.hugectr_onnx" in readme
 
 
 def test_cli_writes_the_directory_and_prints_the_summary(tmp_path, small_processed, capsys):

@@ -14,7 +14,7 @@ def test_a_trained_students_disagreement_is_reported_for_clicked_and_unclicked_r
     run_dir = ukd_student_run
     # the restored student predicts what its run recorded on the test day
     model, config = load_student(run_dir, pseudolabelled)
-    assert config.ukd_lambda == 50.0
+    assert config.flat()["ukd_lambda"] == 50.0
     _, targets, schema = features_and_targets(pseudolabelled)
     x, _ = next(iter(batches(split_dataset(pseudolabelled, "test",
                                            model_columns(schema, targets)), 256, shuffle=False)))

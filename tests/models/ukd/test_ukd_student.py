@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from models.config import ModelConfig, TrainConfig
+from models.config import ModelConfig, TrainConfig, model_config_from_flat
 from models.inputs import Feature
 from models.ukd.student import UKDBaseStudent, UKDStudent, bernoulli_kl, soft_bce
 
 FEATURES = [Feature("user_id", "categorical", 50), Feature("item_price", "continuous")]
-CONFIG = ModelConfig(embedding_dim=4, tower_units=(8, 4), ukd_alpha=0.5, ukd_gamma=0.2,
-                     ukd_lambda=100.0, ukd_kl_weight=1.0, ukd_head_dropout=0.3)
+CONFIG = model_config_from_flat(dict(embedding_dim=4, tower_units=(8, 4), ukd_alpha=0.5, ukd_gamma=0.2,
+                     ukd_lambda=100.0, ukd_kl_weight=1.0, ukd_head_dropout=0.3))
 
 
 def _data(n=200, seed=0):
@@ -78,7 +78,7 @@ def test_disagreeing_heads_get_less_distillation_weight():
     q = tf.constant([0.1, 0.3])
     u = bernoulli_kl(p, q).numpy()
     assert u[0] == pytest.approx(0.0, abs=1e-7) and u[1] > 0.05
-    assert np.exp(-CONFIG.ukd_lambda * u[1]) < 1e-2
+    assert np.exp(-CONFIG.flat()["ukd_lambda"] * u[1]) < 1e-2
 
 
 def test_the_serving_pcvr_is_the_mean_of_the_two_heads_and_training_dropout_splits_them():
@@ -135,4 +135,4 @@ def test_a_student_on_data_without_pseudo_labels_is_a_clear_error(small_processe
                                           ("ukd_representation_units", ())])
 def test_an_invalid_ukd_setting_is_refused_with_its_name(field, value):
     with pytest.raises(ValueError, match=field):
-        ModelConfig(**{field: value})
+        model_config_from_flat({field: value})

@@ -5,13 +5,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from models.config import ModelConfig, TrainConfig
+from models.config import TrainConfig, model_config_from_flat
 from models.inputs import Feature
 from models.ukd.teacher import GradientReversal, UKDTeacher, adversarial_weight
 
 FEATURES = [Feature("user_id", "categorical", 50), Feature("app_id", "categorical", 5),
             Feature("item_price", "continuous")]
-CONFIG = ModelConfig(embedding_dim=4, ukd_representation_units=(8,), ukd_head_units=(4,))
+CONFIG = model_config_from_flat(dict(embedding_dim=4, ukd_representation_units=(8,), ukd_head_units=(4,)))
 
 
 def _batch(n=64, seed=0):
@@ -109,8 +109,8 @@ def test_a_train_step_follows_the_schedule_over_the_planned_steps():
 def test_a_teacher_run_logs_the_discriminator_auc_per_epoch(small_processed, tmp_path):
     from models.train import train
     metrics = train("ukd_teacher", small_processed, str(tmp_path / "run"), 0,
-                    ModelConfig(embedding_dim=4, ukd_representation_units=(16,),
-                                ukd_head_units=(8,)),
+                    model_config_from_flat(dict(embedding_dim=4, ukd_representation_units=(16,),
+                                ukd_head_units=(8,))),
                     TrainConfig(batch_size=2048, epochs=2, checkpoint_every=1000),
                     progress=False)
     aucs = [h["valid_discriminator_auc"] for h in metrics["history"]]
@@ -122,7 +122,6 @@ def test_the_4m_teacher_config_changes_only_the_adversarial_weight():
     """``models/configs/ukd_teacher_4m.yaml`` (the validation-day choice that
     ``models/ukd/compare.sh`` trains with) sets the weight and leaves every other field at
     ``models.train``'s default."""
-    import dataclasses
     import os
 
     from models.config import load_configs
@@ -130,7 +129,9 @@ def test_the_4m_teacher_config_changes_only_the_adversarial_weight():
                         "ukd_teacher_4m.yaml")
     model_config, train_config = load_configs(path)
     defaults_model, defaults_train = load_configs(None)
-    assert model_config.ukd_adversarial_weight == 0.3 != defaults_model.ukd_adversarial_weight
-    assert dataclasses.replace(model_config, ukd_adversarial_weight=0.3) == \
-        dataclasses.replace(defaults_model, ukd_adversarial_weight=0.3)
+    from models.config import with_model_options
+    from models.ukd.config import UKDConfig
+    assert model_config.family(UKDConfig).adversarial_weight == 0.3 != \
+        defaults_model.family(UKDConfig).adversarial_weight
+    assert model_config == with_model_options(defaults_model, ukd_adversarial_weight=0.3)
     assert train_config == defaults_train

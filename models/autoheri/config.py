@@ -1,0 +1,93 @@
+"""AutoHERI's options (``model: {autoheri: {...}}`` in a YAML config; the flat
+``autoheri_*`` keys and ``ctcart_weight`` of earlier releases map here).
+
+Wei et al., "AutoHERI: Automated Hierarchical Representation Integration for Post-Click
+Conversion Rate Estimation", CIKM 2021.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from common.params import check_param
+from models.config import FamilyConfig
+
+SEARCH_NAMES = ("joint", "bilevel")
+DERIVE_NAMES = ("threshold", "topk")
+
+
+@dataclass(frozen=True)
+class AutoHERIConfig(FamilyConfig):
+    """The search, the derivation and the chain's extra loss.
+
+    Args:
+        search: ``joint`` (edge logits and weights on the training split) or ``bilevel``
+            (weights on train; edge logits on the validation day's first half, one edge step
+            every ``bilevel_every`` weight steps).
+        search_fraction: the search stage's length, as a fraction of the training run's planned
+            steps (``epochs`` x steps per epoch). The default 0.25 keeps search + retrain within
+            3x one ESMM run (``benchmarks.train_bench``); on the 4M-row default data 0.5
+            searched no better on the validation day (until 2026-12-01 the default was 0.5:
+            earlier sweep records ran with it).
+        edge_lr: Adam learning rate of the edge logits (constant).
+        edge_init: every edge's starting probability.
+        temperature: ``p = sigmoid(a / temperature)``.
+        sparsity: weight of the penalty ``sum_ij p_ij`` (the expected edge count) added to the
+            search loss.
+        bilevel_every: weight steps per edge step in the bi-level search.
+        derive: ``threshold`` (keep ``p > threshold``) or ``topk`` (keep the ``top_k`` most
+            probable edges).
+        threshold, top_k: see ``derive``.
+        random_edges: edge count of ``autoheri_random`` (0: ``top_k`` when deriving by top-k;
+            set it to the searched set's size otherwise).
+        ctcart_weight: weight of the CTCART loss ``CE(click * cart, pCTR * pCART|click)`` of the
+            chain (our choice: 1).
+    """
+
+    KEY = "autoheri"
+    LEGACY = {"ctcart_weight": "ctcart_weight", "autoheri_search": "search", "autoheri_search_fraction": "search_fraction",
+              "autoheri_edge_lr": "edge_lr", "autoheri_edge_init": "edge_init",
+              "autoheri_temperature": "temperature", "autoheri_sparsity": "sparsity",
+              "autoheri_bilevel_every": "bilevel_every", "autoheri_derive": "derive",
+              "autoheri_threshold": "threshold", "autoheri_top_k": "top_k",
+              "autoheri_random_edges": "random_edges"}
+    search: str = "joint"
+    search_fraction: float = 0.25
+    edge_lr: float = 0.01
+    edge_init: float = 0.5
+    temperature: float = 1.0
+    sparsity: float = 0.0
+    bilevel_every: int = 1
+    derive: str = "threshold"
+    threshold: float = 0.5
+    top_k: int = 0
+    random_edges: int = 0
+    ctcart_weight: float = 1.0
+
+    def __post_init__(self):
+        check_param(self.search in SEARCH_NAMES, "autoheri_search",
+                    f"one of {', '.join(SEARCH_NAMES)}", self.search)
+        check_param(0.0 < self.search_fraction <= 4.0, "autoheri_search_fraction",
+                    "in (0, 4]", self.search_fraction)
+        check_param(self.edge_lr > 0, "autoheri_edge_lr", "> 0", self.edge_lr)
+        check_param(0.0 < self.edge_init < 1.0, "autoheri_edge_init", "in (0, 1)",
+                    self.edge_init)
+        check_param(self.temperature > 0, "autoheri_temperature", "> 0", self.temperature)
+        check_param(self.sparsity >= 0, "autoheri_sparsity", ">= 0", self.sparsity)
+        check_param(self.bilevel_every >= 1, "autoheri_bilevel_every", ">= 1",
+                    self.bilevel_every)
+        check_param(self.derive in DERIVE_NAMES, "autoheri_derive",
+                    f"one of {', '.join(DERIVE_NAMES)}", self.derive)
+        check_param(0.0 < self.threshold < 1.0, "autoheri_threshold", "in (0, 1)",
+                    self.threshold)
+        check_param(self.top_k >= 0, "autoheri_top_k", ">= 0", self.top_k)
+        check_param(self.derive != "topk" or self.top_k >= 1, "autoheri_top_k",
+                    ">= 1 when autoheri_derive is topk", self.top_k)
+        check_param(self.random_edges >= 0, "autoheri_random_edges", ">= 0", self.random_edges)
+        check_param(self.ctcart_weight >= 0, "ctcart_weight", ">= 0", self.ctcart_weight)
+
+    def settings(self) -> dict:
+        """The flat ``autoheri_*`` fields (and the CTCART weight) recorded with an
+        architecture, as earlier releases recorded them."""
+        return {legacy: getattr(self, name) for legacy, name in self.LEGACY.items()
+                if name in {f.name for f in fields(self)}}
