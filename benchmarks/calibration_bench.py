@@ -37,7 +37,9 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from benchmarks.run import machine_info, parse_row_count
+from benchmarks.run import parse_row_count
+
+from preprocessing.device import machine_info
 from common.atomic import atomic_write_text
 from common.tables import markdown_table, package_versions, peak_rss_mb, print_table
 

@@ -32,7 +32,9 @@ import sys
 import tempfile
 from typing import List, Optional
 
-from benchmarks.run import StageError, machine_info, run_child, versions
+from benchmarks.run import StageError, run_child, versions
+
+from preprocessing.device import machine_info
 from common.atomic import atomic_write_text
 from common.tables import markdown_table, print_table
 

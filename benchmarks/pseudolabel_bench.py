@@ -24,7 +24,9 @@ import subprocess
 import sys
 from typing import List, Optional
 
-from benchmarks.run import machine_info, run_child, versions
+from benchmarks.run import run_child, versions
+
+from preprocessing.device import machine_info
 from common.atomic import atomic_write_text
 from common.tables import print_table
 

@@ -862,8 +862,8 @@ def render_ssb_headroom(ctx: Context) -> str:
 
 
 def calibration_table(agg: Doc) -> str:
-    """``calibration.calibrate``'s table over seeds (its headline columns, ``format_mean_std`` of the
-    stored per-seed values) with Field-RCE by app over the uncalibrated predictions'."""
+    """``calibration.calibrate``'s table over seeds (its headline columns, ``format_mean_std``
+    of the stored per-seed values) with Field-RCE by app over the uncalibrated predictions'."""
     from calibration.report import HEADLINE
     methods = agg["methods"]
     base = methods["uncalibrated"]["field_rce_app"]["mean"]

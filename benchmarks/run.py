@@ -46,7 +46,7 @@ import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from common.atomic import atomic_write_text
-from preprocessing.device import machine_info  # noqa: F401 (re-exported for the benchmarks)
+from preprocessing.device import machine_info
 from common.tables import markdown_table, package_versions, print_table
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -43,7 +43,9 @@ import time
 import traceback
 from typing import Dict, List, Optional
 
-from benchmarks.run import machine_info, versions
+from benchmarks.run import versions
+
+from preprocessing.device import machine_info
 from common.atomic import atomic_write_text
 from common.tables import markdown_table, peak_rss_mb, print_table
 

@@ -35,7 +35,9 @@ import sys
 import time
 from typing import Callable, Dict, List, Optional
 
-from benchmarks.run import machine_info, versions
+from benchmarks.run import versions
+
+from preprocessing.device import machine_info
 from common.atomic import atomic_write_text
 from common.tables import markdown_table, print_table
 

@@ -227,10 +227,8 @@ def calibrate_frames(fit: Mapping[str, np.ndarray], evaluation: Mapping[str, np.
     Returns the ``calibration.json`` content.
     """
     from calibration import BEST_GLOBAL_CANDIDATES
-    from calibration.report import (adacalib_ratios, calibration_metrics,
-                                           markdown_single, plot_reliability_by_app,
-                                           reliability_plot_methods)
-    from preprocessing.app_names import app_names
+    from calibration.report import (adacalib_ratios, calibration_metrics, markdown_single,
+                                    plot_reliability_by_app, reliability_plot_methods)
     configs = configs or {}
     clicked = fit["click"] == 1
     y_fit = fit["purchase"][clicked]
@@ -265,16 +263,33 @@ def calibrate_frames(fit: Mapping[str, np.ndarray], evaluation: Mapping[str, np.
     if "app_id" in evaluation:
         shown = (list(curves) if plot_all_methods
                  else reliability_plot_methods(result, BEST_GLOBAL_CANDIDATES))
-        data_dir = (meta or {}).get("data")
+        names = {int(k): v for k, v in ((meta or {}).get("app_names") or {}).items()}
         plot_reliability_by_app(evaluation["purchase"][eval_clicked],
                                 evaluation["app_id"][eval_clicked],
                                 {m: curves[m] for m in shown},
                                 os.path.join(out_dir, "reliability_by_app.png"),
-                                names=app_names(data_dir) if data_dir else None)
+                                names=names or None)
     return result
 
 
-def calibrate_run(run_dir: str, data_dir: str, methods: Sequence[str], fields: Sequence[str],
+def run_meta(run_dir: str, data, **extra) -> Dict[str, Any]:
+    """What a calibration result records about its run and data: the run's model and seed, the
+    paths without this machine's (``common.provenance``: ``RUN``, ``PROC``), and the media
+    apps' names (the reliability plot's titles)."""
+    from common.provenance import portable_path
+    from preprocessing.app_names import app_names
+    from preprocessing.processed import ProcessedData
+    data = ProcessedData.open(data)
+    cfg_path = os.path.join(run_dir, "config.json")
+    run_cfg = json.load(open(cfg_path)) if os.path.exists(cfg_path) else {}
+    parent = os.path.dirname(os.path.abspath(run_dir))
+    return {**extra, "run": portable_path(run_dir, "RUN", {parent: "RUNS"}),
+            "model": run_cfg.get("model"), "seed": run_cfg.get("seed"),
+            "data": portable_path(data.root, "PROC"),
+            "app_names": {str(k): v for k, v in app_names(data.root).items()}}
+
+
+def calibrate_run(run_dir: str, data, methods: Sequence[str], fields: Sequence[str],
                   out_dir: str, fit_split: str = "valid", eval_split: str = "test",
                   configs: Optional[Mapping[str, Any]] = None,
                   history_split: Optional[str] = None,
@@ -290,15 +305,14 @@ def calibrate_run(run_dir: str, data_dir: str, methods: Sequence[str], fields: S
     if history_split in (fit_split, eval_split):
         raise ValueError(f"the history split must differ from the calibration and evaluation "
                          f"splits; got {history_split!r}")
-    fit = split_frame(run_dir, data_dir, fit_split, fields, (DAY_COLUMN,))
-    evaluation = split_frame(run_dir, data_dir, eval_split, fields)
-    history = (split_frame(run_dir, data_dir, history_split, fields, (DAY_COLUMN,))
+    from preprocessing.processed import ProcessedData
+    data = ProcessedData.open(data)
+    fit = split_frame(run_dir, data, fit_split, fields, (DAY_COLUMN,))
+    evaluation = split_frame(run_dir, data, eval_split, fields)
+    history = (split_frame(run_dir, data, history_split, fields, (DAY_COLUMN,))
                if history_split else None)
-    cfg_path = os.path.join(run_dir, "config.json")
-    run_cfg = json.load(open(cfg_path)) if os.path.exists(cfg_path) else {}
-    meta = {"run": os.path.abspath(run_dir), "model": run_cfg.get("model"),
-            "seed": run_cfg.get("seed"), "data": os.path.abspath(data_dir),
-            "fit_split": fit_split, "eval_split": eval_split, "history_split": history_split}
+    meta = run_meta(run_dir, data, fit_split=fit_split, eval_split=eval_split,
+                    history_split=history_split)
     return calibrate_frames(fit, evaluation, methods, fields, out_dir, configs, meta, history,
                             plot_all_methods=plot_all_methods)
 
@@ -325,20 +339,23 @@ def calibrate(run_dirs: Sequence[str], data_dir: str, methods: Sequence[str],
     plus the aggregate over runs. ``out`` appears atomically."""
     from calibration import BEST_GLOBAL_CANDIDATES
     from calibration.report import aggregate_runs, markdown_multi
+    from common.provenance import portable_path
+    from preprocessing.processed import ProcessedData
+    data = ProcessedData.open(data_dir)  # once for every run
     with atomic_output_dir(out) as staging:
         if len(run_dirs) == 1:
-            return calibrate_run(run_dirs[0], data_dir, methods, fields, staging, fit_split,
+            return calibrate_run(run_dirs[0], data, methods, fields, staging, fit_split,
                                  eval_split, configs, history_split, plot_all_methods)
         per_run = []
         for name, run_dir in zip(run_names(run_dirs), run_dirs):
             sub = os.path.join(staging, name)
             os.makedirs(sub)
-            per_run.append(calibrate_run(run_dir, data_dir, methods, fields, sub, fit_split,
+            per_run.append(calibrate_run(run_dir, data, methods, fields, sub, fit_split,
                                          eval_split, configs, history_split, plot_all_methods))
         agg = aggregate_runs(per_run, BEST_GLOBAL_CANDIDATES)
         agg.update({"runs": [r["run"] for r in per_run], "seeds": [r["seed"] for r in per_run],
                     "subdirs": run_names(run_dirs), "fields": list(fields),
-                    "data": os.path.abspath(data_dir), "fit_split": fit_split,
+                    "data": portable_path(data.root, "PROC"), "fit_split": fit_split,
                     "eval_split": eval_split, "ece_binning": "equal_frequency_10"})
         with open(os.path.join(staging, "calibration.json"), "w") as fh:
             json.dump(agg, fh, indent=2)

@@ -40,7 +40,9 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 import numpy as np
 
 from common.atomic import atomic_output_dir
+from common.provenance import portable_path
 from common.tables import markdown_table, print_table
+from preprocessing.processed import ProcessedData
 
 #: Methods whose remaining error ``--decompose`` takes apart (those present in the run), besides
 #: every variant of ``--variants``.
@@ -115,15 +117,13 @@ def evaluate_run(world: str, data_dir: str, run_dir: str, out_dir: str, methods:
     """One run: calibrate, score the truth, optionally decompose; writes ``out_dir``."""
     from calibration.calibrate import Variant, calibrate_frames
     from calibration.decompose import TRUTH, drift_decomposition
+    from calibration.calibrate import run_meta
     fit = cached_frame(run_dir, data_dir, "valid", fields)
     evaluation = cached_frame(run_dir, data_dir, "test", fields)
     history = (cached_frame(run_dir, data_dir, history_split, fields, clicked_only=True)
                if history_split else None)
-    cfg_path = os.path.join(run_dir, "config.json")
-    run_cfg = json.load(open(cfg_path)) if os.path.exists(cfg_path) else {}
-    meta = {"world": world, "run": os.path.abspath(run_dir), "model": run_cfg.get("model"),
-            "seed": run_cfg.get("seed"), "data": os.path.abspath(data_dir),
-            "fit_split": "valid", "eval_split": "test", "history_split": history_split}
+    meta = run_meta(run_dir, data_dir, world=world, fit_split="valid", eval_split="test",
+                    history_split=history_split)
     os.makedirs(out_dir, exist_ok=True)
     result = calibrate_frames(fit, evaluation, methods, fields, out_dir, configs, meta,
                               history, variants)
@@ -398,6 +398,7 @@ def calibrate_worlds(worlds: Sequence[Sequence[str]], out: str, methods: Sequenc
         all_runs = []
         bar = tqdm(total=sum(len(r) for _, _, r in parsed), desc="calibrate runs", unit="run")
         for world, data_dir, runs in parsed:
+            data_dir = ProcessedData.open(data_dir)  # once per world, for every run
             per_run = []
             for sub, run_dir in zip(run_names(runs), runs):
                 per_run.append(evaluate_run(world, data_dir, run_dir,
@@ -407,7 +408,7 @@ def calibrate_worlds(worlds: Sequence[Sequence[str]], out: str, methods: Sequenc
                 bar.update(1)
             summary = summarise(per_run)
             summary["runs"] = [r["run"] for r in per_run]
-            summary["data"] = os.path.abspath(data_dir)
+            summary["data"] = portable_path(data_dir.root, "PROC")
             result["worlds"][world] = summary
             all_runs += per_run
         bar.close()

@@ -149,3 +149,17 @@ def _flag_before(text: str, at: int) -> Optional[str]:
         if not token.startswith("/"):  # another flag's value, the module, ...: positional
             return None
     return None
+
+
+def relative_record(path: Union[str, os.PathLike], base: str) -> str:
+    """``path`` recorded relative to ``base`` (the directory of the results file that names
+    it), so a report moved together with its inputs, or read on another machine, still finds
+    them and names no machine path; :func:`resolve_record` reads it back."""
+    return os.path.relpath(os.path.abspath(os.fspath(path)), os.path.abspath(base))
+
+
+def resolve_record(recorded: str, base: str) -> str:
+    """A path a results file in ``base`` recorded: relative ones (:func:`relative_record`)
+    against ``base``; absolute ones (files written before) as they are."""
+    return recorded if os.path.isabs(recorded) else os.path.normpath(os.path.join(base,
+                                                                                   recorded))

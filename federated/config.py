@@ -29,8 +29,8 @@ from typing import Any, Dict, Tuple
 
 import yaml
 
-from federated.privacy import DPConfig, GradientDefenceConfig
 from common.params import dataclass_from_dict as _from_dict
+from federated.privacy import DPConfig, GradientDefenceConfig
 from models.config import (ModelConfig, TrainConfig, model_config_from_dict,
                            train_config_from_dict)
 

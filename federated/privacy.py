@@ -10,7 +10,7 @@ validation or test sample once per evaluation pass), so a run's (epsilon, delta)
 (:func:`epsilon_for`, :func:`noise_multiplier_for`). What this does not bound: the media's
 bottom weights are trained on every sample, so a released embedding of sample j also depends
 on sample i through those weights; bounding that would need DP-SGD on the bottom network too
-(README, "Federated training", privacy).
+(docs/federated.md, privacy).
 
 Backward (advertiser -> media): the gradient of the loss with respect to each sample's
 embedding leaks the label (Li et al., "Label Leakage and Protection in Two-party Split

@@ -38,7 +38,7 @@ class MMoEConfig(FamilyConfig):
     """
 
     KEY = "mmoe"
-    LEGACY = {"mmoe_experts": "experts", "mmoe_expert_units": "expert_units"}
+    # flat names mmoe_experts, mmoe_expert_units (KEY_field)
     experts: int = 4
     expert_units: Tuple[int, ...] = (128, 64)
 

@@ -30,21 +30,23 @@ def compare(data_dir: str, out: str, models: List[str], seeds: int, config: Opti
     silently reused."""
     from models.evaluate import evaluate_runs
     from models.train import has_checkpoint, run_identity, same_run, train
+    from preprocessing.processed import ProcessedData
     mcfg, tcfg = load_configs(config)
+    data = ProcessedData.open(data_dir)  # once for every run and the report
     run_dirs = []
     for model in models:
         for seed in range(seeds):
             run_dir = os.path.join(out, "runs", f"{model}_seed{seed}")
             run_dirs.append(run_dir)
             if os.path.exists(os.path.join(run_dir, "config.json")) and not same_run(
-                    run_dir, run_identity(model, data_dir, seed, mcfg, tcfg)):
+                    run_dir, run_identity(model, data.root, seed, mcfg, tcfg)):
                 raise ValueError(f"{run_dir}: holds a run of another configuration or dataset "
                                  f"than {config or 'the defaults'} on {data_dir}; use a new --out")
             if os.path.exists(os.path.join(run_dir, "metrics.json")):
                 continue
             resume = has_checkpoint(run_dir)
-            train(model, data_dir, run_dir, seed, mcfg, tcfg, resume=resume, progress=progress)
-    return evaluate_runs(run_dirs, data_dir, os.path.join(out, "report"), split)
+            train(model, data, run_dir, seed, mcfg, tcfg, resume=resume, progress=progress)
+    return evaluate_runs(run_dirs, data, os.path.join(out, "report"), split)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

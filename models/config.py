@@ -43,16 +43,26 @@ class FamilyConfig:
 
     Class attributes:
         KEY: the family's sub-section under ``model:`` in a YAML config.
-        LEGACY: flat ``ModelConfig`` keys of earlier releases -> this dataclass's fields.
+        LEGACY: flat ``ModelConfig`` keys of earlier releases -> this dataclass's fields; a
+            field without one has the flat name ``KEY_field``.
+
+    The flat names are also the form ``RUN_DIR/config.json`` records (:func:`configs_to_dict`),
+    so a run recorded before the family configs existed stays the same run.
     """
 
     KEY: ClassVar[str] = ""
     LEGACY: ClassVar[Dict[str, str]] = {}
 
+    @classmethod
+    def flat_names(cls) -> Dict[str, str]:
+        """Every field's flat name -> the field (``LEGACY``, else ``KEY_field``)."""
+        by_field = {f: legacy for legacy, f in cls.LEGACY.items()}
+        return {by_field.get(f.name, f"{cls.KEY}_{f.name}"): f.name for f in fields(cls)}
+
     def flat(self) -> Dict[str, Any]:
-        """This config under its legacy flat names (the ``RUN_DIR/config.json`` form)."""
-        by_field = {f: legacy for legacy, f in self.LEGACY.items()}
-        return {by_field[k]: v for k, v in json.loads(json.dumps(asdict(self))).items()}
+        """This config under its flat names (the ``RUN_DIR/config.json`` form)."""
+        values = json.loads(json.dumps(asdict(self)))
+        return {flat: values[name] for flat, name in self.flat_names().items()}
 
 
 @dataclass(frozen=True)
@@ -134,23 +144,33 @@ def common_keys() -> Tuple[str, ...]:
 
 
 def legacy_keys() -> Dict[str, Tuple[type, str]]:
-    """Every flat key of earlier releases -> (its family config class, the field)."""
-    return {legacy: (cls, name) for cls in registry.family_configs()
-            for legacy, name in cls.LEGACY.items()}
+    """Every family field's flat name (``autoheri_edge_lr``, ``ukd_lambda``) -> (its family
+    config class, the field)."""
+    return {flat: (cls, name) for cls in registry.family_configs()
+            for flat, name in cls.flat_names().items()}
 
 
 def model_config_from_dict(raw: Optional[Dict[str, Any]], where: str = "model") -> ModelConfig:
     """A :class:`ModelConfig` from a ``model:`` mapping: common keys, family sub-sections
     (``autoheri: {...}``) and the flat keys of earlier releases (``autoheri_edge_lr``), which
     map to the same family fields. Unknown keys fail naming the known ones."""
-    raw = dict(raw or {})
-    if not isinstance(raw, dict):
+    if raw is not None and not isinstance(raw, dict):
         raise ValueError(f"{where}: expected a mapping, got {type(raw).__name__}")
+    raw = dict(raw or {})
     by_key = {cls.KEY: cls for cls in registry.family_configs()}
     legacy = legacy_keys()
     common = set(common_keys())
     family_raw: Dict[type, Dict[str, Any]] = {}
+    given: Dict[Tuple[type, str], str] = {}  # (family, field) -> the key that set it
     unknown = []
+
+    def put(cls, name, value, key):
+        if (cls, name) in given:
+            raise ValueError(f"{where}: {cls.KEY}.{name} is set twice, as {given[cls, name]!r} "
+                             f"and as {key!r}; keep one")
+        given[cls, name] = key
+        family_raw.setdefault(cls, {})[name] = value
+
     for key in list(raw):
         if key in common:
             continue
@@ -164,10 +184,10 @@ def model_config_from_dict(raw: Optional[Dict[str, Any]], where: str = "model") 
             if bad:
                 raise ValueError(f"{where}: {key}: unknown keys {bad}; known keys are "
                                  f"{sorted(known)}")
-            family_raw.setdefault(by_key[key], {}).update(value)
+            for name, v in value.items():
+                put(by_key[key], name, v, f"{key}: {name}")
         elif key in legacy:
-            cls, name = legacy[key]
-            family_raw.setdefault(cls, {})[name] = value
+            put(*legacy[key], value, key)
         else:
             unknown.append(key)
     if unknown:

@@ -23,11 +23,12 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import pandas as pd
 
-from models import metrics as M
-from preprocessing import columns as C
-from common.atomic import atomic_output_dir, atomic_write_text
+from common.atomic import atomic_output_dir
+from common.provenance import relative_record
 from common.tables import markdown_table, print_table
-from models.predict import OUTPUTS, predict_frame, predict_split, split_context  # noqa: F401
+from models import metrics as M
+from models.predict import OUTPUTS, predict_frame, split_context
+from preprocessing import columns as C
 from preprocessing.processed import ProcessedData
 
 #: The metrics every report shows first (the acceptance keys of the harness).
@@ -129,7 +130,7 @@ def plot_reliability(curves: Dict[str, tuple], path: str) -> None:
     plt.close(fig)
 
 
-def evaluate_runs(run_dirs: List[str], data_dir: str, out: str, split: str = "test") -> Dict:
+def evaluate_runs(run_dirs: List[str], data_dir, out: str, split: str = "test") -> Dict:
     """Evaluate every run, aggregate by model over seeds, write the report directory."""
     per_run, pooled = [], defaultdict(lambda: ([], []))
     data = ProcessedData.open(data_dir)
@@ -141,7 +142,7 @@ def evaluate_runs(run_dirs: List[str], data_dir: str, out: str, split: str = "te
             raise FileNotFoundError(f"{run_dir}: not a run directory (no config.json)")
         cfg = json.load(open(cfg_path))
         metrics, preds = score_run_split(run_dir, data, split, context)
-        per_run.append({"run": os.path.abspath(run_dir), "model": cfg["model"],
+        per_run.append({"run": relative_record(run_dir, out), "model": cfg["model"],
                         "seed": cfg["seed"], "metrics": metrics})
         pcvr = preds["pcvr"].to_numpy()
         pooled[cfg["model"]][0].append(context[C.PURCHASE].to_numpy()[clicked])
@@ -149,7 +150,7 @@ def evaluate_runs(run_dirs: List[str], data_dir: str, out: str, split: str = "te
     report = aggregate(per_run)
     with atomic_output_dir(out) as staging:
         with open(os.path.join(staging, "report.json"), "w") as fh:
-            json.dump({"split": split, "data": os.path.abspath(data.root), "models": report,
+            json.dump({"split": split, "data": relative_record(data.root, out), "models": report,
                        "runs": per_run}, fh, indent=2)
         rows = []
         for model, m in report.items():

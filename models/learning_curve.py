@@ -27,6 +27,7 @@ import numpy as np
 
 from models import metrics as M
 from common.atomic import atomic_output_dir
+from common.provenance import resolve_record
 from common.tables import markdown_table, print_table
 
 DEFAULT_METRICS = ("entire_space_cvr_auc", "ctcvr_auc")
@@ -56,7 +57,7 @@ def collect(report_dirs: Sequence[str], metrics: Sequence[str],
             raise FileNotFoundError(f"{report_dir}: no report.json (a models.compare or "
                                     f"models.evaluate report directory)")
         report = json.load(open(path))
-        rows, gen_seed = dataset_identity(report["data"])
+        rows, gen_seed = dataset_identity(resolve_record(report["data"], report_dir))
         for model, entry in report["models"].items():
             if models and model not in models:
                 continue

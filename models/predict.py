@@ -98,7 +98,7 @@ def predict_frame(run_dir: str, data, split: str, extra_columns: Sequence[str] =
     if context is None:
         context = split_context(data, split, extra_columns)
     if rows is not None:
-        preds = preds.head(rows)
+        preds, context = preds.head(rows), context.head(rows)
     frame = aligned_frame({k: preds[k].to_numpy() for k in preds.columns},
                           {c: context[c].to_numpy() for c in context.columns},
                           f"{run_dir} on {split}")

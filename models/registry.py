@@ -47,8 +47,8 @@ class ModelFamily:
             None: the model is built by ``build``.
         pseudo_labelled: names that train on the UKD teacher's pseudo-labels (their data comes
             from ``models.pseudolabel``; ``models.compare`` leaves them out by default).
-        stale_files: files and directories a fresh run of this family removes from an older
-            run's directory (with the harness's own).
+        stale_files: files and directories this family leaves in a run directory; a fresh run
+            of any model removes every family's from an older run there.
     """
 
     names: Dict[str, str]
@@ -85,13 +85,34 @@ _loaded = False
 
 
 def register(family: ModelFamily) -> ModelFamily:
-    """Add ``family`` to the registry; a name registered twice is an error. Returns it."""
+    """Add ``family`` to the registry and return it. A model name, a config section (``KEY``)
+    or a flat config name that another family (or ``ModelConfig`` itself) holds already is an
+    error."""
+    from dataclasses import fields
     taken = set(model_names(load=False))
     clash = sorted(taken & set(family.names))
     if clash:
         raise ValueError(f"model names {clash} are registered already")
+    configs = [c for f in _FAMILIES for c in f.configs]
+    keys = {c.KEY for c in configs}
+    flat = {name for c in configs for name in c.flat_names()}
+    for cls in family.configs:
+        if not cls.KEY or cls.KEY in keys:
+            raise ValueError(f"{cls.__name__}: config section {cls.KEY!r} is empty or taken")
+        common = {f.name for f in fields(_model_config_class())}
+        clash = sorted((flat | common) & set(cls.flat_names()))
+        if clash:
+            raise ValueError(f"{cls.__name__}: flat config names {clash} are taken")
+        keys.add(cls.KEY)
+        flat |= set(cls.flat_names())
     _FAMILIES.append(family)
     return family
+
+
+def _model_config_class():
+    """``models.config.ModelConfig`` (imported when a family registers, not with this module:
+    ``models.config`` imports this one)."""
+    return importlib.import_module("models.config").ModelConfig
 
 
 def unregister(family: ModelFamily) -> None:
@@ -102,9 +123,13 @@ def unregister(family: ModelFamily) -> None:
 def _load() -> None:
     global _loaded
     if not _loaded:
-        _loaded = True
-        for module in FAMILY_MODULES:
-            importlib.import_module(module)
+        _loaded = True  # before the imports: a family module may look names up while loading
+        try:
+            for module in FAMILY_MODULES:
+                importlib.import_module(module)
+        except BaseException:  # a family that fails to import fails every lookup, loudly
+            _loaded = False
+            raise
 
 
 def families() -> Tuple[ModelFamily, ...]:
@@ -137,6 +162,12 @@ def family_of(name: str) -> ModelFamily:
             return f
     raise ValueError(f"The 'model' parameter must be one of {sorted(model_names())}. "
                      f"Got {name!r} instead.")
+
+
+def stale_files() -> Tuple[str, ...]:
+    """What a fresh run removes from an older run's directory besides the harness's own:
+    every family's ``stale_files`` (a reused ``--out`` may hold another family's run)."""
+    return tuple(dict.fromkeys(name for f in families() for name in f.stale_files))
 
 
 def build_model(name: str, features: Sequence[Any], config: Any, targets: Sequence[str],

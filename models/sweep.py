@@ -35,6 +35,7 @@ import yaml
 from models import metrics as M
 from models.config import TrainConfig, common_keys, legacy_keys, load_configs
 from models.registry import model_names
+from common.provenance import portable_path
 from common.atomic import atomic_output_dir, atomic_write_text
 from common.params import check_param
 from common.tables import markdown_table, print_table
@@ -203,7 +204,7 @@ def sweep(spec: SweepSpec, data_dir: str, out: str, base_config: Optional[str] =
             progress=progress, split="valid")
     result = {"model": spec.model, "params": list(spec.params), "select": spec.select,
               "rule": spec.rule, "split": "valid", "seeds": spec.seeds,
-              "data": os.path.abspath(data_dir), "base_config": base_config,
+              "data": portable_path(data_dir, "PROC"), "base_config": base_config,
               **choose(spec, reports)}
     table = markdown_table(
         [*spec.params, f"{spec.select} (valid)", "per seed", ""],

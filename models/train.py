@@ -42,7 +42,7 @@ from typing import Dict, List, Optional
 from common.atomic import atomic_write_text
 from common.quiet import quiet_tensorflow
 from common.tables import peak_rss_mb, print_table
-from models.trainer import Trainer  # noqa: F401 (used by train(); tests subclass it here)
+from models.trainer import Trainer
 
 
 def run_identity(model_name: str, data_dir: str, seed: int, model_config, train_config) -> Dict:
@@ -106,7 +106,7 @@ def train(model_name: str, data, run_dir: str, seed: int, model_config=None,
     config_path = os.path.join(run_dir, "config.json")
     resolved = run_identity(model_name, data.root, seed, model_config, train_config)
     if not resume:  # a fresh run never continues from an older run's checkpoints
-        remove_stale(run_dir, STALE + family.stale_files)
+        remove_stale(run_dir, STALE + registry.stale_files())
     if resume and os.path.exists(config_path):
         if not same_run(run_dir, resolved):
             raise ValueError(f"{config_path}: --resume with a different configuration than the "

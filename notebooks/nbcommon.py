@@ -3,8 +3,8 @@ needs, and a few small helpers.
 
 :func:`dataset`, :func:`trained` (:func:`esmm_run`) and :func:`calibration` build their
 artifact with the project's own functions (``preprocessing.generate``, ``preprocessing.run``,
-``models.train``, ``calibration.calibrate``) the first time and reuse it afterwards, so that each notebook runs alone
-(it builds what it lacks) and the five, run in order on one work directory
+``models.train``, ``calibration.calibrate``) the first time and reuse it afterwards, so that
+each notebook runs alone (it builds what it lacks) and the five, run in order on one work directory
 (``EXTCVR_NB_WORKDIR``), build nothing twice. Notebook 01 shows the data steps cell by cell and
 notebook 02 the training calls; the others call these functions.
 
@@ -96,13 +96,16 @@ def configs(model: str, rows: int):
         return load_configs(str(REPO / "models" / "configs" / name) if name else None)
     train = TrainConfig(batch_size=1024, epochs=2, checkpoint_every=1000)
     if model == "autoheri":  # search on half the planned steps, keep the 3 best edges
-        return model_config_from_flat(dict(embedding_dim=4, tower_units=(16, 8), autoheri_edge_lr=0.05,
-                           autoheri_search_fraction=0.5, autoheri_derive="topk",
-                           autoheri_top_k=3)), train
+        return model_config_from_flat(dict(embedding_dim=4, tower_units=(16, 8),
+                                           autoheri_edge_lr=0.05,
+                                           autoheri_search_fraction=0.5, autoheri_derive="topk",
+                                           autoheri_top_k=3)), train
     if model == "ukd_teacher":
-        return (model_config_from_flat(dict(embedding_dim=4, ukd_representation_units=(16,), ukd_head_units=(8,))),
+        return (model_config_from_flat(dict(embedding_dim=4, ukd_representation_units=(16,),
+                                            ukd_head_units=(8,))),
                 TrainConfig(batch_size=1024, epochs=1, checkpoint_every=1000))
-    return model_config_from_flat(dict(embedding_dim=4, tower_units=(16, 8), mmoe_expert_units=(16,))), train
+    return model_config_from_flat(dict(embedding_dim=4, tower_units=(16, 8),
+                                       mmoe_expert_units=(16,))), train
 
 
 def trained(model: str, data_dir: str, runs_dir: str, rows: int,

@@ -7,7 +7,7 @@ one sub-directory per split (``train``, ``valid``, ``test``: Parquet parts and t
 when it is opened and everything else at most once, on first use: the Parquet parts of a split,
 its Merlin schema, its row count. The stages (training, evaluation, calibration, the replay)
 take the handle, or a directory that they open into one (:meth:`ProcessedData.open`), so that a
-command that trains, exports and evaluates reads the spec once (``tests/models/test_train.py``
+command that trains, exports and evaluates reads the spec once (``tests/models/test_registry.py``
 counts it).
 """
 
@@ -50,6 +50,9 @@ class ProcessedData:
 
     def __repr__(self) -> str:
         return f"ProcessedData({self.root!r})"
+
+    def __str__(self) -> str:  # error messages name the directory
+        return self.root
 
     def __fspath__(self) -> str:
         return self.root

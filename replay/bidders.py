@@ -48,6 +48,7 @@ def read_day(data_dir: str, split: str, extra_columns: Sequence[str] = (),
     (the replay draws every outcome from the simulator's true probabilities)."""
     from preprocessing.processed import ProcessedData
     data = ProcessedData.open(data_dir)
+    data_dir = data.root
     wanted = list(dict.fromkeys([*DAY_COLUMNS, *extra_columns]))
     missing = [c for c in wanted if c not in data.columns]
     if missing:
@@ -97,15 +98,17 @@ def run_bidders(run_dir: str, calibrator_templates: Sequence[str], data_dir: str
     """The run's uncalibrated bidder and one bidder per calibrator, each with its predictions
     on every split of ``days`` (the SavedModel is evaluated once per split)."""
     from calibration.artifact import load_calibrator
+    from common.provenance import portable_path
     model, seed = run_identity(run_dir)
     name = os.path.basename(os.path.normpath(run_dir))
-    base = Bidder(name, model, UNCALIBRATED, seed, os.path.abspath(run_dir))
+    runs = {os.path.dirname(os.path.abspath(run_dir)): "RUNS"}
+    base = Bidder(name, model, UNCALIBRATED, seed, portable_path(run_dir, "RUN", runs))
     calibrated = []
     for template in calibrator_templates:
         cal_dir = calibrator_dir(template, run_dir)
         cal = load_calibrator(cal_dir)
         calibrated.append((cal, Bidder(f"{name}+{cal.method}", model, cal.method, seed,
-                                       os.path.abspath(cal_dir))))
+                                       portable_path(cal_dir, "CAL", runs))))
     for split, day in days.items():
         pctr, pcvr = run_predictions(run_dir, data_dir, day, split)
         base.predictions[split] = (pctr, pcvr)

@@ -10,9 +10,9 @@ Usage::
         [--split test] [--controller-split valid] [--max-rows N] --out DIR
 
 Every run bids with its SavedModel's pCTR x pCVR; each ``--calibrators`` directory (as
-``calibration.calibrate`` writes it, ``CAL/adacalib``; ``{run}`` in it stands for each run directory's
-name, for a several-run ``calibration.calibrate`` output: ``CAL/{run}/adacalib``) adds a bidder that
-bids with the calibrated pCVR. ``--served URL`` adds a bidder whose predictions come from the
+``calibration.calibrate`` writes it, ``CAL/adacalib``; ``{run}`` in it stands for each run
+directory's name, for a several-run ``calibration.calibrate`` output: ``CAL/{run}/adacalib``)
+adds a bidder that bids with the calibrated pCVR. ``--served URL`` adds a bidder whose predictions come from the
 served Triton ensemble, queried with the split's raw rows. The oracle (the true probabilities)
 is always replayed. ``--bid-multiplier auto`` (the default) runs each bidder's CPA / budget
 controller on ``--controller-split`` (the previous day); a number fixes the multiplier for every
@@ -119,9 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
 def replay(args: argparse.Namespace) -> Dict[str, Any]:
     """The whole command; returns the report that ``replay.json`` holds."""
     from tqdm import tqdm
+
     from calibration.artifact import load_calibrator
-    from replay.bidders import calibrator_dir
     from preprocessing.app_names import app_names
+    from preprocessing.processed import ProcessedData
+    from replay.bidders import calibrator_dir
 
     started = time.perf_counter()
     multiplier = parse_multiplier(args.bid_multiplier)
@@ -140,7 +142,8 @@ def replay(args: argparse.Namespace) -> Dict[str, Any]:
     splits = [args.split] + ([args.controller_split] if multiplier is None else [])
     fields = sorted({f for t in args.calibrators for r in args.runs
                      for f in load_calibrator(calibrator_dir(t, r)).fields})
-    days = {s: read_day(args.data, s, fields, args.max_rows) for s in splits}
+    data = ProcessedData.open(args.data)  # once for every split, run and calibrator
+    days = {s: read_day(data, s, fields, args.max_rows) for s in splits}
     worlds = {s: make_world(d[C.P_CLICK].to_numpy(), d[C.P_PURCHASE_GIVEN_CLICK].to_numpy(),
                             d[C.APP_ID].to_numpy(), args.target_cpa, market, s)
               for s, d in days.items()}
@@ -150,9 +153,9 @@ def replay(args: argparse.Namespace) -> Dict[str, Any]:
     bidders: List[Bidder] = []
     for run in tqdm(args.runs, desc="predict", unit="run", disable=args.no_progress,
                     file=sys.stderr):
-        bidders += run_bidders(run, args.calibrators, args.data, days)
+        bidders += run_bidders(run, args.calibrators, data, days)
     if args.served:
-        bidders.append(served_bidder(args.served, args.data, days, args.protocol,
+        bidders.append(served_bidder(args.served, data.root, days, args.protocol,
                                      progress=not args.no_progress))
     bidders.append(oracle_bidder(days))
 
@@ -188,7 +191,7 @@ def replay(args: argparse.Namespace) -> Dict[str, Any]:
         "day": {"true_value": float(test_world.value.sum()),
                 "conversions": int(test_world.conversion.sum()),
                 "expected_conversions": float(test_world.p_conversion.sum())},
-        "app_names": {str(k): v for k, v in app_names(args.data).items()},
+        "app_names": {str(k): v for k, v in app_names(data.root).items()},
         "bidders": {r["name"]: r for r in results},
         "groups": aggregate(results),
         "seconds": time.perf_counter() - started,

@@ -61,7 +61,8 @@ def tiny_run(tmp_path_factory, small_processed) -> str:
     from models.train import train
     run_dir = str(tmp_path_factory.mktemp("tiny_run") / "esmm")
     train("esmm", small_processed, run_dir, seed=1,
-          model_config=model_config_from_flat(dict(embedding_dim=4, tower_units=(16, 8), mmoe_expert_units=(16,))),
+          model_config=model_config_from_flat(dict(embedding_dim=4, tower_units=(16, 8),
+                                                   mmoe_expert_units=(16,))),
           train_config=TrainConfig(batch_size=1024, epochs=1, max_steps=12,
                                    checkpoint_every=1000), progress=False)
     return run_dir
@@ -90,9 +91,10 @@ def autoheri_run(tmp_path_factory, small_processed):
     train_config)``, for the AutoHERI and serving tests. Treat it as read-only."""
     from models.config import TrainConfig, model_config_from_flat
     from models.train import train
-    model_config = model_config_from_flat(dict(embedding_dim=4, tower_units=(16, 8), autoheri_edge_lr=0.05,
-                               autoheri_search_fraction=0.5, autoheri_derive="topk",
-                               autoheri_top_k=3))
+    model_config = model_config_from_flat(dict(embedding_dim=4, tower_units=(16, 8),
+                                               autoheri_edge_lr=0.05,
+                                               autoheri_search_fraction=0.5, autoheri_derive="topk",
+                                               autoheri_top_k=3))
     train_config = TrainConfig(batch_size=1024, epochs=1, max_steps=16, checkpoint_every=4)
     run_dir = str(tmp_path_factory.mktemp("autoheri_run") / "run")
     metrics = train("autoheri", small_processed, run_dir, 2, model_config, train_config,
@@ -107,7 +109,8 @@ def ukd_teacher_run(tmp_path_factory, small_processed) -> str:
     from models.train import train
     run_dir = str(tmp_path_factory.mktemp("ukd_teacher") / "run")
     train("ukd_teacher", small_processed, run_dir, 0,
-          model_config_from_flat(dict(embedding_dim=4, ukd_representation_units=(16,), ukd_head_units=(8,))),
+          model_config_from_flat(dict(embedding_dim=4, ukd_representation_units=(16,),
+                                      ukd_head_units=(8,))),
           TrainConfig(batch_size=2048, max_steps=6, checkpoint_every=1000), progress=False)
     return run_dir
 
@@ -131,7 +134,7 @@ def ukd_student_run(tmp_path_factory, pseudolabelled) -> str:
     run_dir = str(tmp_path_factory.mktemp("ukd_student") / "ukd")
     train("ukd", pseudolabelled, run_dir, 0,
           model_config_from_flat(dict(embedding_dim=4, tower_units=(8, 4), ukd_lambda=50.0,
-                      ukd_head_dropout=0.3)),
+                                      ukd_head_dropout=0.3)),
           TrainConfig(batch_size=2048, max_steps=4, checkpoint_every=1000), progress=False)
     return run_dir
 

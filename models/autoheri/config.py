@@ -7,7 +7,7 @@ Conversion Rate Estimation", CIKM 2021.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 from common.params import check_param
 from models.config import FamilyConfig
@@ -45,12 +45,7 @@ class AutoHERIConfig(FamilyConfig):
     """
 
     KEY = "autoheri"
-    LEGACY = {"ctcart_weight": "ctcart_weight", "autoheri_search": "search", "autoheri_search_fraction": "search_fraction",
-              "autoheri_edge_lr": "edge_lr", "autoheri_edge_init": "edge_init",
-              "autoheri_temperature": "temperature", "autoheri_sparsity": "sparsity",
-              "autoheri_bilevel_every": "bilevel_every", "autoheri_derive": "derive",
-              "autoheri_threshold": "threshold", "autoheri_top_k": "top_k",
-              "autoheri_random_edges": "random_edges"}
+    LEGACY = {"ctcart_weight": "ctcart_weight"}  # the other fields: autoheri_<field>
     search: str = "joint"
     search_fraction: float = 0.25
     edge_lr: float = 0.01
@@ -89,5 +84,4 @@ class AutoHERIConfig(FamilyConfig):
     def settings(self) -> dict:
         """The flat ``autoheri_*`` fields (and the CTCART weight) recorded with an
         architecture, as earlier releases recorded them."""
-        return {legacy: getattr(self, name) for legacy, name in self.LEGACY.items()
-                if name in {f.name for f in fields(self)}}
+        return self.flat()

@@ -29,6 +29,7 @@ import numpy as np
 from models.autoheri.architecture import Architecture, derive_edges
 from models.autoheri.config import AutoHERIConfig
 from models.trainer import Trainer
+from preprocessing.processed import ProcessedData
 
 ARCHITECTURE_JSON = "autoheri_architecture.json"
 ARCHITECTURE_PNG = "autoheri_architecture.png"
@@ -38,15 +39,6 @@ SEARCH_DIR = "search"
 def search_settings(model_config) -> dict:
     """The ``autoheri_*`` fields (and the CTCART weight) recorded with an architecture."""
     return model_config.family(AutoHERIConfig).settings()
-
-
-def train_rows(data_dir: str) -> int:
-    """Rows of the training split, from the Parquet footers."""
-    import pyarrow.parquet as pq
-
-    from preprocessing.splits import split_parts
-    return sum(pq.ParquetFile(p).metadata.num_rows
-               for p in split_parts(os.path.join(data_dir, "train")))
 
 
 def search_train_config(train_config, model_config, rows: int):
@@ -65,18 +57,19 @@ class SearchTrainer(Trainer):
     the model) and, for the bi-level search, an edge step on a held-out batch after every
     ``autoheri_bilevel_every`` weight steps."""
 
-    def __init__(self, data_dir, search_dir, seed, model_config, train_config, progress=True):
+    def __init__(self, data, search_dir, seed, model_config, train_config, progress=True):
         import tensorflow as tf
 
         from models.data import split_dataset
-        super().__init__("autoheri", data_dir, search_dir, seed, model_config, train_config,
+        super().__init__("autoheri", data, search_dir, seed, model_config, train_config,
                          progress)
         options = model_config.family(AutoHERIConfig)
         with self.strategy.scope():
             self.model.edge_optimizer = tf.keras.optimizers.Adam(options.edge_lr)
         self.edge_steps = 0
         if options.search == "bilevel":
-            self.heldout_ds = split_dataset(data_dir, "valid", self.valid_ds.schema.column_names)
+            self.heldout_ds = split_dataset(self.data, "valid",
+                                            self.valid_ds.schema.column_names)
             self._edge_batches: Optional[Iterator] = None
             weight_step = self._train_step
             edge_step = tf.function(self.model.edge_step, reduce_retracing=True)
@@ -115,7 +108,7 @@ class SearchTrainer(Trainer):
         self.model.edge_optimizer.build([self.model.edge_logits])
 
 
-def search_and_derive(data_dir: str, run_dir: str, seed: int, model_config, train_config,
+def search_and_derive(data, run_dir: str, seed: int, model_config, train_config,
                       resume: bool = False, progress: bool = True) -> Architecture:
     """Stages 1 and 2: search in ``RUN/search`` (resumed from its checkpoint with ``resume``),
     derive, write ``autoheri_architecture.json`` / ``.png``; returns the architecture. With
@@ -125,8 +118,9 @@ def search_and_derive(data_dir: str, run_dir: str, seed: int, model_config, trai
     if resume and os.path.exists(path):
         return Architecture.load(path)
     search_dir = os.path.join(run_dir, SEARCH_DIR)
-    tcfg = search_train_config(train_config, model_config, train_rows(data_dir))
-    trainer = SearchTrainer(data_dir, search_dir, seed, model_config, tcfg, progress)
+    data = ProcessedData.open(data)
+    tcfg = search_train_config(train_config, model_config, data.rows("train"))
+    trainer = SearchTrainer(data, search_dir, seed, model_config, tcfg, progress)
     started = time.perf_counter()
     result = trainer.fit(resume=resume)
     model = trainer.model

@@ -36,11 +36,7 @@ class UKDConfig(FamilyConfig):
     """
 
     KEY = "ukd"
-    LEGACY = {"ukd_representation_units": "representation_units",
-              "ukd_head_units": "head_units", "ukd_adversarial_weight": "adversarial_weight",
-              "ukd_adversarial_schedule": "adversarial_schedule", "ukd_alpha": "alpha",
-              "ukd_gamma": "gamma", "ukd_lambda": "lam", "ukd_kl_weight": "kl_weight",
-              "ukd_head_dropout": "head_dropout"}
+    LEGACY = {"ukd_lambda": "lam"}  # the other fields: ukd_<field>
     representation_units: Tuple[int, ...] = (128, 64)
     head_units: Tuple[int, ...] = (32,)
     adversarial_weight: float = 1.0

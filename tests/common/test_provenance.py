@@ -60,3 +60,14 @@ def test_the_results_page_renders_recorded_commands_without_machine_paths():
     text = caption("benchmarks/results/x.json", "2026-12-01", "a CPU", "none",
                    "python -m benchmarks.train_bench --data /scratch/s3/bproc1m --out /scratch/o")
     assert "Command: `python -m benchmarks.train_bench --data PROC --out OUT`." in text
+
+
+def test_a_path_recorded_relative_to_its_report_resolves_back_there(tmp_path):
+    from common.provenance import relative_record, resolve_record
+    data, report = tmp_path / "work" / "proc", tmp_path / "work" / "reports" / "r1"
+    data.mkdir(parents=True)
+    report.mkdir(parents=True)
+    recorded = relative_record(str(data), str(report))
+    assert recorded == os.path.join("..", "..", "proc") and not os.path.isabs(recorded)
+    assert resolve_record(recorded, str(report)) == str(data)
+    assert resolve_record(str(data), "/elsewhere") == str(data)  # files written before

@@ -10,7 +10,8 @@ from models.config import ModelConfig, model_config_from_flat
 from models.inputs import Feature
 
 FEATURES = [Feature("item_id", "categorical", 50), Feature("x", "continuous")]
-CFG = model_config_from_flat(dict(embedding_dim=4, tower_units=(8,), mmoe_expert_units=(8,), mmoe_experts=2))
+CFG = model_config_from_flat(dict(embedding_dim=4, tower_units=(8,), mmoe_expert_units=(8,),
+                                  mmoe_experts=2))
 
 
 def _batch(n=64, seed=0):
@@ -65,8 +66,9 @@ def test_naive_cvr_loss_ignores_purchase_labels_of_unclicked_rows():
 
 
 def test_escm2_adds_the_clipped_inverse_propensity_cvr_risk_to_esmm():
-    cfg = model_config_from_flat(dict(embedding_dim=4, tower_units=(8,), ips_clip=0.2, ips_weight=0.5,
-                      ctcvr_weight=2.0))
+    cfg = model_config_from_flat(dict(embedding_dim=4, tower_units=(8,), ips_clip=0.2,
+                                      ips_weight=0.5,
+                                      ctcvr_weight=2.0))
     model = build_model("escm2_ips", FEATURES, cfg, ("click", "purchase"))
     x, y = _batch()
     out = model(x)
@@ -132,7 +134,8 @@ def test_shared_embedding_models_feed_both_towers_from_one_input_layer(name):
 
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_prior_rates_start_every_task_at_its_base_rate(name):
-    cfg = model_config_from_flat(dict(embedding_dim=4, tower_units=(8,), mmoe_expert_units=(8,), mmoe_experts=2))
+    cfg = model_config_from_flat(dict(embedding_dim=4, tower_units=(8,), mmoe_expert_units=(8,),
+                                      mmoe_experts=2))
     model = build_model(name, FEATURES, cfg, ("click", "cart", "purchase"))
     x, _ = _batch(n=2048)
     model(x)

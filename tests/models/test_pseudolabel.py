@@ -14,7 +14,7 @@ from preprocessing.splits import read_split
 
 def test_every_split_gets_the_teachers_pcvr_in_file_order(pseudolabelled, ukd_teacher_run,
                                                           small_processed):
-    from models.evaluate import predict_split
+    from models.predict import predict_split
     for split in ("train", "valid", "test"):
         got = read_split(os.path.join(pseudolabelled, split), None)
         src = read_split(os.path.join(small_processed, split), None)

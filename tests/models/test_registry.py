@@ -161,3 +161,72 @@ def test_an_unknown_model_key_names_the_family_sections():
         model_config_from_dict({"autoheri": {"edges": 3}}, "cfg.yaml: model")
     with pytest.raises(ValueError, match="autoheri_edge_lr"):
         model_config_from_dict({"autoheri": {"edge_lr": -1.0}}, "cfg.yaml: model")
+
+
+def test_a_model_section_that_is_not_a_mapping_is_a_clear_error():
+    for bad in (5, "abc", [("embedding_dim", 4)]):
+        with pytest.raises(ValueError, match="cfg.yaml: model: expected a mapping"):
+            model_config_from_dict(bad, "cfg.yaml: model")
+
+
+def test_a_family_field_set_twice_is_refused():
+    with pytest.raises(ValueError, match="autoheri.sparsity is set twice"):
+        model_config_from_dict({"autoheri": {"sparsity": 0.1}, "autoheri_sparsity": 0.2},
+                               "cfg.yaml: model")
+
+
+def test_a_family_field_without_an_earlier_name_is_recorded_as_key_field():
+    """A new family config needs no ``LEGACY`` entry: its fields record as ``KEY_field``."""
+    @dataclass(frozen=True)
+    class Plain(FamilyConfig):
+        KEY = "plain"
+        width: int = 3
+
+    family = registry.register(registry.ModelFamily(names={"plain_model": "."}, build=None,
+                                                    configs=(Plain,)))
+    try:
+        config = model_config_from_dict({"plain": {"width": 5}})
+        assert config.flat()["plain_width"] == 5
+        assert with_model_options(config, plain_width=7).family(Plain).width == 7
+    finally:
+        registry.unregister(family)
+
+
+def test_a_config_section_or_flat_name_that_is_taken_is_refused():
+    @dataclass(frozen=True)
+    class Clash(FamilyConfig):
+        KEY = "autoheri"
+        x: int = 0
+
+    @dataclass(frozen=True)
+    class Shadow(FamilyConfig):
+        KEY = "shadow"
+        LEGACY = {"dropout": "p"}
+        p: float = 0.0
+
+    for cls, message in ((Clash, "section 'autoheri'"), (Shadow, r"\['dropout'\] are taken")):
+        with pytest.raises(ValueError, match=message):
+            registry.register(registry.ModelFamily(names={"x_model": "."}, build=None,
+                                                   configs=(cls,)))
+    assert "x_model" not in registry.model_names()
+
+
+def test_a_fresh_run_removes_every_familys_leftovers(tmp_path):
+    from models.train import STALE, remove_stale
+    run = tmp_path / "run"
+    (run / "search" / "checkpoints").mkdir(parents=True)
+    (run / "autoheri_architecture.json").write_text("{}")
+    (run / "keep.txt").write_text("mine")
+    remove_stale(str(run), STALE + registry.stale_files())
+    assert sorted(p.name for p in run.iterdir()) == ["keep.txt"]
+
+
+def test_predict_frame_keeps_the_first_rows_of_both_sides(tiny_run, small_processed):
+    from models.predict import predict_frame
+    head = predict_frame(tiny_run, small_processed, "test", rows=100)
+    whole = predict_frame(tiny_run, small_processed, "test")
+    assert len(head) == 100
+    assert head.equals(whole.head(100))
+    with pytest.raises(RuntimeError, match="not aligned"):
+        predict_frame(tiny_run, small_processed, "test",
+                      context=whole[[C.CLICK]].iloc[::-1].reset_index(drop=True))

@@ -16,7 +16,8 @@ from models.config import ModelConfig, TrainConfig, load_configs, model_config_f
 from models.train import main, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-SMALL_MODEL = model_config_from_flat(dict(embedding_dim=4, tower_units=(16, 8), mmoe_expert_units=(16,)))
+SMALL_MODEL = model_config_from_flat(dict(embedding_dim=4, tower_units=(16, 8),
+                                          mmoe_expert_units=(16,)))
 #: The run of ``esmm_run``: also the uninterrupted reference of the kill-and-resume test, which
 #: trains the same run in subprocesses from this YAML.
 SEED = 3
@@ -210,5 +211,6 @@ def test_a_run_recorded_before_a_config_field_existed_is_the_same_run_at_its_def
     del recorded["model_config"]["autoheri_search"]
     (tmp_path / "config.json").write_text(json.dumps(recorded))
     assert same_run(str(tmp_path), identity)
-    changed = run_identity("esmm", "/data", 0, model_config_from_flat(dict(ctcart_weight=2.0)), TrainConfig())
+    changed = run_identity("esmm", "/data", 0, model_config_from_flat(dict(ctcart_weight=2.0)),
+                           TrainConfig())
     assert not same_run(str(tmp_path), changed)

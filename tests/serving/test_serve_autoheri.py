@@ -23,7 +23,7 @@ def autoheri_repository(tmp_path_factory, autoheri_run, small_processed):
 
 def test_an_exported_autoheri_run_is_served_like_the_offline_model(autoheri_repository,
                                                                   small_processed):
-    from models.evaluate import predict_split
+    from models.predict import predict_split
     from serving.client import EnsembleClient
     from serving.serve import TritonServer
     run_dir, repo = autoheri_repository

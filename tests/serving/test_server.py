@@ -41,7 +41,7 @@ def _offline(run_dir, proc_dir, calibrator, n):
     """The offline pipeline without any serving code: NVTabular's offline transform (the
     processed test split) -> the run's SavedModel -> the fitted calibrator's own transform
     (``calibration``), and pCTCVR = pCTR x calibrated pCVR."""
-    from models.evaluate import predict_split
+    from models.predict import predict_split
     from preprocessing.splits import read_split
     preds = predict_split(os.path.join(run_dir, "saved_model"), proc_dir, "test").head(n)
     pctr, pcvr = preds["pctr"].to_numpy(np.float64), preds["pcvr"].to_numpy(np.float64)

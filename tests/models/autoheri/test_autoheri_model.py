@@ -51,7 +51,7 @@ def test_edge_relaxation_gradients_reach_every_edge_logit():
 
 def test_edge_probabilities_start_at_the_configured_value_through_the_temperature():
     cfg = model_config_from_flat(dict(embedding_dim=4, tower_units=(8, 4), autoheri_edge_init=0.2,
-                      autoheri_temperature=3.0))
+                                      autoheri_temperature=3.0))
     model = _searchable(cfg)
     model(_batch()[0])
     np.testing.assert_allclose(model.edge_probabilities().numpy(), 0.2, rtol=1e-5)
@@ -62,7 +62,8 @@ def test_the_joint_step_moves_edges_and_weights_and_the_sparsity_pulls_edges_dow
     x, y = _batch()
     moved = {}
     for sparsity in (0.0, 1.0):
-        cfg = model_config_from_flat(dict(embedding_dim=4, tower_units=(8, 4), autoheri_sparsity=sparsity))
+        cfg = model_config_from_flat(dict(embedding_dim=4, tower_units=(8, 4),
+                                          autoheri_sparsity=sparsity))
         tf.random.set_seed(0)
         model = _searchable(cfg)
         model.edge_optimizer = tf.keras.optimizers.SGD(0.05)  # Adam would rescale the pull
@@ -78,7 +79,8 @@ def test_the_joint_step_moves_edges_and_weights_and_the_sparsity_pulls_edges_dow
 
 
 def test_the_bilevel_weight_step_leaves_edges_and_the_edge_step_moves_only_them():
-    cfg = model_config_from_flat(dict(embedding_dim=4, tower_units=(8, 4), autoheri_search="bilevel"))
+    cfg = model_config_from_flat(dict(embedding_dim=4, tower_units=(8, 4),
+                                      autoheri_search="bilevel"))
     model = _searchable(cfg)
     x, y = _batch()
     model(x)
@@ -150,7 +152,8 @@ def test_both_chains_build_and_train_a_step(targets):
 
 
 def test_the_three_stage_outputs_multiply_along_the_chain_and_the_loss_is_entire_space():
-    cfg = model_config_from_flat(dict(embedding_dim=4, tower_units=(8, 4), ctcvr_weight=3.0, ctcart_weight=0.5))
+    cfg = model_config_from_flat(dict(embedding_dim=4, tower_units=(8, 4), ctcvr_weight=3.0,
+                                      ctcart_weight=0.5))
     model = build_model("autoheri_all", FEATURES, cfg, THREE)
     x, y = _batch()
     out = model(x)
@@ -196,5 +199,5 @@ def test_the_random_ablation_needs_its_edge_count_and_is_seeded_by_the_run():
     a, b, c = (build_model("autoheri_random", FEATURES, cfg, THREE, seed=s) for s in (0, 0, 1))
     assert a.edges == b.edges and len(a.edges) == 3 and a.edges != c.edges
     topk = model_config_from_flat(dict(embedding_dim=4, tower_units=(8, 4), autoheri_derive="topk",
-                       autoheri_top_k=5))
+                                       autoheri_top_k=5))
     assert len(build_model("autoheri_random", FEATURES, topk, THREE).edges) == 5

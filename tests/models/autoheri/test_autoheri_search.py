@@ -102,7 +102,7 @@ def test_the_bilevel_search_steps_edges_on_the_first_half_of_the_validation_day(
     from models.autoheri.search import SearchTrainer
     from preprocessing.splits import read_split
     cfg = model_config_from_flat(dict(embedding_dim=4, tower_units=(8,), autoheri_search="bilevel",
-                      autoheri_bilevel_every=2))
+                                      autoheri_bilevel_every=2))
     loop = TrainConfig(batch_size=512, max_steps=6, checkpoint_every=100)
     trainer = SearchTrainer(small_processed, None, SEED, cfg, loop, progress=False)
     rows = trainer.heldout_ds.num_rows
@@ -119,8 +119,8 @@ def test_the_bilevel_search_steps_edges_on_the_first_half_of_the_validation_day(
 
 def test_a_bilevel_run_records_its_edge_steps(small_processed, tmp_path):
     cfg = model_config_from_flat(dict(embedding_dim=4, tower_units=(8,), autoheri_search="bilevel",
-                      autoheri_search_fraction=0.5, autoheri_bilevel_every=2,
-                      autoheri_derive="topk", autoheri_top_k=2))
+                                      autoheri_search_fraction=0.5, autoheri_bilevel_every=2,
+                                      autoheri_derive="topk", autoheri_top_k=2))
     loop = TrainConfig(batch_size=1024, max_steps=8, checkpoint_every=100)
     _autoheri(small_processed, str(tmp_path / "run"), cfg, loop)
     arch = Architecture.load(str(tmp_path / "run" / "autoheri_architecture.json"))
@@ -129,7 +129,8 @@ def test_a_bilevel_run_records_its_edge_steps(small_processed, tmp_path):
 
 
 def test_an_ablation_run_records_its_fixed_edges(small_processed, tmp_path):
-    cfg = model_config_from_flat(dict(embedding_dim=4, tower_units=(16, 8), autoheri_random_edges=5))
+    cfg = model_config_from_flat(dict(embedding_dim=4, tower_units=(16, 8),
+                                      autoheri_random_edges=5))
     loop = TrainConfig(batch_size=1024, max_steps=3, checkpoint_every=100)
     train("autoheri_random", small_processed, str(tmp_path / "run"), SEED, cfg, loop,
           progress=False)
@@ -146,7 +147,8 @@ def test_each_ablation_records_its_fixed_edges(small_processed, tmp_path, name, 
     from models.autoheri.model import build_autoheri
     from models.autoheri.search import write_fixed_architecture
     from models.data import features_and_targets
-    cfg = model_config_from_flat(dict(embedding_dim=4, tower_units=(16, 8), autoheri_random_edges=5))
+    cfg = model_config_from_flat(dict(embedding_dim=4, tower_units=(16, 8),
+                                      autoheri_random_edges=5))
     features, targets, _ = features_and_targets(small_processed)
     model = build_autoheri(name, features, cfg, targets, seed=SEED)
     write_fixed_architecture(name, model, cfg, str(tmp_path))

@@ -13,8 +13,9 @@ from models.inputs import Feature
 from models.ukd.student import UKDBaseStudent, UKDStudent, bernoulli_kl, soft_bce
 
 FEATURES = [Feature("user_id", "categorical", 50), Feature("item_price", "continuous")]
-CONFIG = model_config_from_flat(dict(embedding_dim=4, tower_units=(8, 4), ukd_alpha=0.5, ukd_gamma=0.2,
-                     ukd_lambda=100.0, ukd_kl_weight=1.0, ukd_head_dropout=0.3))
+CONFIG = model_config_from_flat(dict(embedding_dim=4, tower_units=(8, 4), ukd_alpha=0.5,
+                                     ukd_gamma=0.2,
+                                     ukd_lambda=100.0, ukd_kl_weight=1.0, ukd_head_dropout=0.3))
 
 
 def _data(n=200, seed=0):

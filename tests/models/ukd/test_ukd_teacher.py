@@ -11,7 +11,8 @@ from models.ukd.teacher import GradientReversal, UKDTeacher, adversarial_weight
 
 FEATURES = [Feature("user_id", "categorical", 50), Feature("app_id", "categorical", 5),
             Feature("item_price", "continuous")]
-CONFIG = model_config_from_flat(dict(embedding_dim=4, ukd_representation_units=(8,), ukd_head_units=(4,)))
+CONFIG = model_config_from_flat(dict(embedding_dim=4, ukd_representation_units=(8,),
+                                     ukd_head_units=(4,)))
 
 
 def _batch(n=64, seed=0):
@@ -110,7 +111,7 @@ def test_a_teacher_run_logs_the_discriminator_auc_per_epoch(small_processed, tmp
     from models.train import train
     metrics = train("ukd_teacher", small_processed, str(tmp_path / "run"), 0,
                     model_config_from_flat(dict(embedding_dim=4, ukd_representation_units=(16,),
-                                ukd_head_units=(8,))),
+                                                ukd_head_units=(8,))),
                     TrainConfig(batch_size=2048, epochs=2, checkpoint_every=1000),
                     progress=False)
     aucs = [h["valid_discriminator_auc"] for h in metrics["history"]]
