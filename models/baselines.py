@@ -76,9 +76,20 @@ def bce(labels: tf.Tensor, probs: tf.Tensor) -> tf.Tensor:
 
 
 def masked_mean(values: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
-    """Mean of ``values`` over rows where ``mask`` is 1 (0 when the mask is empty)."""
+    """Mean of ``values`` over rows where ``mask`` is 1 (0 when the mask is empty).
+
+    In a step on several replicas (``models.distribute``) it is the mean over the global
+    batch's masked rows, divided by this replica's share of the rows
+    (:meth:`CVRModel.replica_share`), so that the share-weighted losses the replicas sum hold
+    the global masked mean, not a mean of per-replica means."""
     mask = tf.cast(mask, tf.float32)
-    return tf.reduce_sum(values * mask) / tf.maximum(tf.reduce_sum(mask), 1.0)
+    total, count = tf.reduce_sum(values * mask), tf.reduce_sum(mask)
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return total / tf.maximum(count, 1.0)
+    rows = tf.cast(tf.size(mask), tf.float32)
+    global_count, global_rows = context.all_reduce("SUM", [count, rows])
+    return total / tf.maximum(global_count, 1.0) * global_rows / tf.maximum(rows, 1.0)
 
 
 def mlp(units: Sequence[int], dropout: float, name: str, output: bool = True
@@ -138,12 +149,28 @@ class CVRModel(tf.keras.Model):
         """The trainer tells the model how many steps the run plans (before training), for a
         schedule over the run (the UKD teacher's adversarial weight); most models ignore it."""
 
+    @staticmethod
+    def replica_share(labels: Dict[str, tf.Tensor]) -> tf.Tensor:
+        """This replica's rows over the global batch's (1 outside a multi-replica step).
+
+        A step's loss is a mean over the rows a replica sees; weighted by this share, the
+        gradients the strategy sums over the replicas are those of the global batch's mean
+        (``models.distribute``)."""
+        context = tf.distribute.get_replica_context()
+        if context is None or context.num_replicas_in_sync == 1:
+            return tf.constant(1.0)
+        rows = tf.cast(tf.size(next(iter(labels.values()))), tf.float32)
+        return rows / tf.maximum(context.all_reduce("SUM", rows), 1.0)
+
     def train_step(self, data):
-        """One optimisation step on ``(features, labels)``; returns ``{"loss": ...}``."""
+        """One optimisation step on ``(features, labels)``; returns ``{"loss": ...}``, the
+        loss weighted by :meth:`replica_share` (the global batch's mean once summed over the
+        replicas)."""
         x, y = data
         with tf.GradientTape() as tape:
             outputs = self(x, training=True)
             loss = self.compute_loss(outputs, y) + tf.add_n(self.losses or [tf.constant(0.0)])
+            loss = loss * self.replica_share(y)
         grads = tape.gradient(loss, self.trainable_variables)
         self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
         return {"loss": loss}

@@ -25,8 +25,10 @@ model; ``--resume`` continues whichever stage was interrupted.
 metrics, ``wall_seconds`` from the start of training, or of AutoHERI's search, to its end),
 ``saved_model/`` (a SavedModel with a ``serving_default`` signature), ``signature.json``,
 ``checkpoints/`` and ``tensorboard/``. With several GPUs visible to TensorFlow
-(``preprocessing.device``) the model is built under ``tf.distribute.MirroredStrategy`` (written
-for the NGC container, not verified here).
+(``preprocessing.device``) the model trains under ``tf.distribute.MirroredStrategy``, each step's
+global batch split across the replicas and every replica's loss weighted by its share of the
+rows (``models.distribute``): one step on N replicas equals one step on one replica, tested on
+two logical CPU devices; not yet run on GPUs.
 """
 
 from __future__ import annotations

@@ -36,17 +36,6 @@ def _epoch_seed(seed: int, epoch: int) -> int:
     return (seed * 1_000_003 + epoch * 7919) % (2**31 - 1)
 
 
-def _strategy():
-    """``MirroredStrategy`` when TensorFlow sees several GPUs (``preprocessing.device``),
-    else the default strategy."""
-    import tensorflow as tf
-
-    from preprocessing.device import detect
-    if (detect().tensorflow_gpus or 0) > 1:  # pragma: no cover - needs several GPUs
-        return tf.distribute.MirroredStrategy()
-    return tf.distribute.get_strategy()
-
-
 class Trainer:
     """Owns the loop, the checkpoints and the export; the model owns its loss.
 
@@ -61,10 +50,13 @@ class Trainer:
         model_factory: builds the model from ``(features, model_config, targets)``; default
             ``models.registry.build_model(model_name, ..., seed)`` (a family's ``prepare``
             stage hands the derived architecture over this way).
+        strategy: the ``tf.distribute`` strategy (default ``models.distribute.choose_strategy``:
+            ``MirroredStrategy`` with several GPUs); each step splits the global batch across
+            its replicas.
     """
 
     def __init__(self, model_name, data, run_dir, seed, model_config, train_config,
-                 progress=True, model_factory=None):
+                 progress=True, model_factory=None, strategy=None):
         import tensorflow as tf
 
         from models import registry
@@ -85,7 +77,8 @@ class Trainer:
         planned = train_config.epochs * self.steps_per_epoch
         if train_config.max_steps:
             planned = min(planned, train_config.max_steps)
-        self.strategy = _strategy()
+        from models.distribute import choose_strategy
+        self.strategy = strategy or choose_strategy()
         with self.strategy.scope():
             if model_factory is None:
                 self.model = registry.build_model(model_name, self.features, model_config,
@@ -104,14 +97,30 @@ class Trainer:
         self.best_val = tf.Variable(np.inf, dtype=tf.float64, trainable=False)
         self.bad_epochs = tf.Variable(0, dtype=tf.int64, trainable=False)
         self.history: List[Dict] = []
-        self._train_step = tf.function(self._distributed_step, reduce_retracing=True)
+        self._train_step = self._step_function()
         self._test_step = tf.function(self.model.test_step, reduce_retracing=True)
 
-    def _distributed_step(self, x, y):
+    def _step_function(self):
+        """``step(x, y) -> loss`` on one global batch: the model's step, or with several
+        replicas the batch split across them (``models.distribute``) and their weighted losses
+        summed into the global batch's mean."""
+        import tensorflow as tf
+
+        from models.distribute import distribute_batch
         if self.strategy.num_replicas_in_sync == 1:
-            return self.model.train_step((x, y))["loss"]
-        out = self.strategy.run(self.model.train_step, args=((x, y),))  # pragma: no cover
-        return self.strategy.reduce("MEAN", out["loss"], axis=None)  # pragma: no cover
+            return tf.function(lambda x, y: self.model.train_step((x, y))["loss"],
+                               reduce_retracing=True)
+
+        @tf.function(reduce_retracing=True)
+        def replica_step(batch):
+            out = self.strategy.run(self.model.train_step, args=(batch,))
+            return self.strategy.reduce("SUM", out["loss"], axis=None)
+
+        return lambda x, y: replica_step(distribute_batch(self.strategy, (x, y)))
+
+    def train_batch(self, x, y) -> float:
+        """One training step on a global batch (without the loop's bookkeeping); its loss."""
+        return float(self._train_step(x, y))
 
     def _checkpoint(self):
         import tensorflow as tf
@@ -123,12 +132,14 @@ class Trainer:
                                                 max_to_keep=2)
 
     def _build(self):
-        """Run one batch through the model so that every variable exists before a restore."""
+        """Run one batch through the model so that every variable exists before a restore
+        (under the strategy's scope: Keras creates a layer's weights at its first call)."""
         from models.data import batches
-        for x, _ in batches(self.valid_ds, 8, shuffle=False):
-            self.model(x)
-            break
-        self.model.optimizer.build(self.model.trainable_variables)
+        with self.strategy.scope():
+            for x, _ in batches(self.valid_ds, 8, shuffle=False):
+                self.model(x)
+                break
+            self.model.optimizer.build(self.model.trainable_variables)
         if self.mcfg.prior_bias_init:
             from models.data import label_rates
             self.model.set_prior_rates(label_rates(self.data, self.targets))

@@ -154,6 +154,7 @@ class AutoHERI(CVRModel):
         with tf.GradientTape() as tape:
             outputs = self(x, training=True)
             loss = self.compute_loss(outputs, y) + tf.add_n(self.losses or [tf.constant(0.0)])
+            loss = loss * self.replica_share(y)
         grads = tape.gradient(loss, variables)
         self.optimizer.apply_gradients(zip(grads[:len(weights)], weights))
         if joint:
