@@ -8,6 +8,9 @@ of the evaluation split for pCVR), renamed to short keys:
   ``category_id``, else the column name);
 - ``ece`` (= ``ece_eqfreq10``: equal-frequency, 10 bins) and ``ece_eqwidth100``
   (equal-width, 100 bins); ``ece_binning`` names the binning of ``ece``;
+- ``field_rce_truth_<f>`` (app and every field, on generated data): Field-RCE against the
+  true pCVR instead of the labels (``models.metrics.field_rce_truth``), free of the label
+  noise that hides every method on a value with few conversions;
 - ``field_rce_app_q5``: Field-RCE over cells of app x quintile of the base pCVR within the
   app (:func:`app_quintile_cells`): the per-app *shape* of the calibration;
 - ``pcoc``, ``auc`` (CVR AUC on clicked rows), ``logloss``;
@@ -37,6 +40,10 @@ RENAME = {
 HEADLINE = ("field_rce_app", "field_ece_app", "ece", "ece_eqwidth100", "pcoc", "auc", "logloss")
 
 
+#: The simulator's true pCVR (``p_purchase_given_click``), present in generated data only.
+TRUTH_COLUMN = "p_purchase_given_click"
+
+
 def field_suffix(field: str) -> str:
     """The metric-key suffix of a field column: ``app_id`` -> ``app``, ``category_id`` ->
     ``category``, anything else its own name."""
@@ -64,6 +71,12 @@ def calibration_metrics(frame: Mapping[str, np.ndarray], pcvr: np.ndarray,
             z = np.asarray(frame[f])[clicked]
             out[f"field_rce_{s}"] = M.field_rce(y, pcvr[clicked], z)
             out[f"field_ece_{s}"] = M.field_ece(y, pcvr[clicked], z)
+    if TRUTH_COLUMN in frame:  # generated data: the error against the truth, not the labels
+        truth = np.asarray(frame[TRUTH_COLUMN], dtype=np.float64)[clicked]
+        for f in dict.fromkeys(["app_id", *fields]):
+            if f in frame:
+                out[f"field_rce_truth_{field_suffix(f)}"] = M.field_rce_truth(
+                    truth, pcvr[clicked], np.asarray(frame[f])[clicked])
     if "app_id" in frame and "pcvr" in frame:
         cells = app_quintile_cells(np.asarray(frame["app_id"])[clicked],
                                    np.asarray(frame["pcvr"])[clicked])

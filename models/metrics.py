@@ -511,6 +511,42 @@ def field_rce(y: Any, p: Any, field: Any) -> float:
     return float(terms.sum() / n)
 
 
+def field_rce_truth(p_true: Any, p: Any, field: Any) -> float:
+    """Field-RCE against the true probabilities instead of the labels.
+
+    ``(1/N) * sum_z N_z * |sum_{i in z} (p_i - t_i)| / sum_{i in z} t_i`` over the values
+    ``z`` of ``field`` with ``sum t > 0``, weighted like :func:`field_rce` (``t``: the true
+    conversion probability of each row, which only a simulator knows). A value with a dozen
+    conversions has a label-noise floor in :func:`field_rce` that hides every calibrator; this
+    one measures the error of the predicted count itself (our choice, for the generated
+    worlds; not in the papers).
+
+    Parameters
+    ----------
+    p_true : array-like of shape (n,)
+        True probabilities in [0, 1].
+    p : array-like of shape (n,)
+        Predicted probabilities.
+    field : array-like of shape (n,)
+        The field value of each row.
+
+    Returns
+    -------
+    float
+        ``nan`` on empty input; 0 when no value has a positive true mass.
+    """
+    t, q = _scores(p_true), _scores(p)
+    _same_length(p_true=t, p=q)
+    codes, n_groups = _group_codes(field, len(t), "field")
+    if len(t) == 0:
+        return float("nan")
+    counts = np.bincount(codes, minlength=n_groups).astype(np.float64)
+    sum_t = np.bincount(codes, weights=t, minlength=n_groups)
+    sum_p = np.bincount(codes, weights=q, minlength=n_groups)
+    pos = sum_t > 0
+    return float((counts[pos] * np.abs(sum_p[pos] - sum_t[pos]) / sum_t[pos]).sum() / len(t))
+
+
 def field_ece(y: Any, p: Any, field: Any) -> float:
     """Field-level expected calibration error.
 

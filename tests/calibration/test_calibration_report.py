@@ -138,3 +138,21 @@ def test_the_default_reliability_lines_are_uncalibrated_the_best_global_and_adac
         "uncalibrated", "isotonic", "adacalib"]
     del result["methods"]["adacalib"]
     assert reliability_plot_methods(result, ("histogram",)) == ["uncalibrated"]
+
+
+def test_generated_data_reports_field_rce_against_the_truth_beside_the_labels():
+    from calibration.report import calibration_metrics
+    rng = np.random.default_rng(0)
+    n = 4000
+    truth = rng.uniform(0.01, 0.2, n)
+    frame = {"click": np.ones(n), "purchase": (rng.uniform(size=n) < truth).astype(float),
+             "pctr": np.full(n, 0.5), "app_id": rng.integers(0, 5, n),
+             "slot_id": rng.integers(0, 40, n), "p_purchase_given_click": truth}
+    exact = calibration_metrics(frame, truth, ["app_id", "slot_id"])
+    assert exact["field_rce_truth_app"] == 0.0 and exact["field_rce_truth_slot_id"] == 0.0
+    assert exact["field_rce_slot_id"] > 0.05  # the labels' noise floor on 40 small values
+    off = calibration_metrics(frame, truth * 1.2, ["app_id", "slot_id"])
+    assert off["field_rce_truth_app"] == pytest.approx(0.2)
+    without = calibration_metrics({k: v for k, v in frame.items()
+                                   if k != "p_purchase_given_click"}, truth, ["app_id"])
+    assert not [k for k in without if k.startswith("field_rce_truth")]

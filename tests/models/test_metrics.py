@@ -497,3 +497,16 @@ def test_metrics_module_does_not_import_tensorflow():
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=str(repo_root), check=True)
     assert res.stdout.strip() == "False"
+
+
+def test_field_rce_truth_is_the_relative_error_of_each_values_predicted_mass():
+    from models.metrics import field_rce_truth
+    truth = np.array([0.1, 0.1, 0.2, 0.2, 0.0])
+    field = np.array([1, 1, 2, 2, 3])
+    # value 1: predicted 0.3 vs true 0.2 -> 0.5; value 2: 0.4 vs 0.4 -> 0; value 3: no truth
+    pred = np.array([0.15, 0.15, 0.2, 0.2, 0.3])
+    assert field_rce_truth(truth, pred, field) == pytest.approx((2 * 0.5 + 2 * 0.0) / 5)
+    assert field_rce_truth(truth, truth, field) == 0.0
+    assert np.isnan(field_rce_truth(np.array([]), np.array([]), np.array([])))
+    with pytest.raises(ValueError):
+        field_rce_truth(truth, pred[:3], field)
