@@ -14,6 +14,10 @@ from common.params import check_param
 from models.config import FamilyConfig
 
 SCHEDULE_NAMES = ("dann", "constant")
+#: How the two heads' disagreement ``u`` is measured (``UKDConfig.uncertainty``).
+UNCERTAINTY_NAMES = ("kl", "logit")
+#: How ``lam`` sets the distillation weight's sharpness (``UKDConfig.lambda_mode``).
+LAMBDA_MODES = ("absolute", "relative")
 
 
 @dataclass(frozen=True)
@@ -29,10 +33,17 @@ class UKDConfig(FamilyConfig):
         alpha: weight of the student's distillation on unclicked rows.
         gamma: weight of the student's CTR loss.
         lam: the uncertainty's sharpness lambda in the distillation weight
-            ``exp(-lam * KL(p || p'))`` (a third-party reimplementation used 100; flat name
-            ``ukd_lambda``).
-        kl_weight: weight of the KL regulariser on unclicked rows (our choice: 1).
+            ``exp(-lambda * u)`` (a third-party reimplementation used 100; flat name
+            ``ukd_lambda``); with ``lambda_mode: relative`` it is ``lambda * median(u)``.
+        kl_weight: weight of the regulariser ``u`` on unclicked rows (our choice: 1).
         head_dropout: dropout rate in front of each of the student's two CVR heads.
+        uncertainty: ``kl`` (the paper's ``KL(p || p')`` of the two heads, which scales with
+            ``p (1 - p)``, so it tracks the pCVR level) or ``logit`` (our option:
+            ``(logit p - logit p')^2``, level-free).
+        lambda_mode: ``absolute`` (``lambda = lam``) or ``relative`` (our option:
+            ``lambda = lam / median(u)`` over the batch's unclicked rows, so that ``lam`` is
+            the weight's exponent at the median disagreement: ``exp(-lam)`` there; a search
+            grid of {1, 3, 10} then means something whatever the scale of ``u``).
     """
 
     KEY = "ukd"
@@ -46,6 +57,8 @@ class UKDConfig(FamilyConfig):
     lam: float = 100.0
     kl_weight: float = 1.0
     head_dropout: float = 0.1
+    uncertainty: str = "kl"
+    lambda_mode: str = "absolute"
 
     def __post_init__(self):
         for name in ("representation_units", "head_units"):
@@ -62,3 +75,7 @@ class UKDConfig(FamilyConfig):
             check_param(getattr(self, name) >= 0, flat, ">= 0", getattr(self, name))
         check_param(0.0 <= self.head_dropout < 1.0, "ukd_head_dropout", "in [0, 1)",
                     self.head_dropout)
+        check_param(self.uncertainty in UNCERTAINTY_NAMES, "ukd_uncertainty",
+                    f"one of {', '.join(UNCERTAINTY_NAMES)}", self.uncertainty)
+        check_param(self.lambda_mode in LAMBDA_MODES, "ukd_lambda_mode",
+                    f"one of {', '.join(LAMBDA_MODES)}", self.lambda_mode)

@@ -33,17 +33,21 @@ LAMBDAS = (30.0, 100.0, 300.0, 1000.0, 10000.0)
 
 
 def head_disagreement(model, dataset, batch_size: int, draws: int,
-                      max_rows: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
+                      max_rows: Optional[int] = None, kind: str = "kl"
+                      ) -> Tuple[np.ndarray, np.ndarray]:
     """Per row of ``dataset`` (file order, at most ``max_rows``): the mean over ``draws``
-    dropout draws of ``KL(pcvr_a || pcvr_b)``, and the row's click label."""
+    dropout draws of the heads' disagreement ``u`` (``kind``: ``kl``, the paper's
+    ``KL(pcvr_a || pcvr_b)``, or ``logit``, the level-free squared logit gap; ``UKDConfig``),
+    and the row's click label."""
     from models.data import batches
-    from models.ukd.student import bernoulli_kl
+    from models.ukd.student import UNCERTAINTY
+    measure_u = UNCERTAINTY[kind]
     us, clicks, seen = [], [], 0
     for x, y in batches(dataset, batch_size, shuffle=False):
         total = 0.0
         for _ in range(draws):
             out = model(x, training=True)
-            total = total + bernoulli_kl(out["pcvr_a"], out["pcvr_b"]).numpy().reshape(-1)
+            total = total + measure_u(out["pcvr_a"], out["pcvr_b"]).numpy().reshape(-1)
         us.append(total / draws)
         clicks.append(np.asarray(y[C.CLICK]).reshape(-1))
         seen += len(us[-1])

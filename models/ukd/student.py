@@ -58,6 +58,26 @@ def bernoulli_kl(p: tf.Tensor, q: tf.Tensor) -> tf.Tensor:
     return p * tf.math.log(p / q) + (1.0 - p) * tf.math.log((1.0 - p) / (1.0 - q))
 
 
+def logit_gap(p: tf.Tensor, q: tf.Tensor) -> tf.Tensor:
+    """``(logit p - logit q)^2`` per example, on probabilities clipped to ``[EPS, 1 - EPS]``:
+    a disagreement of the two heads that does not shrink with the pCVR level (our option)."""
+    p = tf.clip_by_value(p, EPS, 1.0 - EPS)
+    q = tf.clip_by_value(q, EPS, 1.0 - EPS)
+    return tf.square(tf.math.log(p / (1.0 - p)) - tf.math.log(q / (1.0 - q)))
+
+
+#: ``UKDConfig.uncertainty`` -> the per-example disagreement of the two heads.
+UNCERTAINTY = {"kl": bernoulli_kl, "logit": logit_gap}
+
+
+def masked_median(values: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
+    """The median of ``values`` over rows where ``mask`` is 1 (the upper one of an even count;
+    0 when the mask is empty)."""
+    kept = tf.sort(tf.boolean_mask(values, mask > 0))
+    n = tf.size(kept)
+    return tf.cond(n > 0, lambda: kept[n // 2], lambda: tf.constant(0.0, values.dtype))
+
+
 def soft_bce(targets: tf.Tensor, probs: tf.Tensor) -> tf.Tensor:
     """Cross-entropy against soft targets in [0, 1] (``bce`` without the cast to labels)."""
     p = tf.clip_by_value(probs, EPS, 1.0 - EPS)
@@ -114,8 +134,11 @@ class UKDStudent(CVRModel):
         cfg = self.options
         per_row = click * clicked_ce
         if self.uncertainty:
-            u = bernoulli_kl(p, q)
-            weight = tf.exp(-cfg.lam * tf.stop_gradient(u))
+            u = UNCERTAINTY[cfg.uncertainty](p, q)
+            lam = cfg.lam
+            if cfg.lambda_mode == "relative":
+                lam = lam / tf.maximum(masked_median(tf.stop_gradient(u), unclicked), 1e-12)
+            weight = tf.exp(-lam * tf.stop_gradient(u))
             per_row += unclicked * (cfg.alpha * weight * distill + cfg.kl_weight * u)
         else:
             per_row += unclicked * cfg.alpha * distill

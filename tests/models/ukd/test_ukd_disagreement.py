@@ -46,3 +46,16 @@ def test_a_run_that_is_not_a_student_is_refused_by_name(ukd_teacher_run, pseudol
     err = capsys.readouterr().err
     assert "ukd_teacher" in err and "UKD student" in err
     assert not os.path.exists(tmp_path / "out")
+
+
+def test_the_level_free_disagreement_is_measured_on_the_same_rows(ukd_student_run,
+                                                                  pseudolabelled):
+    from models.data import features_and_targets, model_columns, split_dataset
+    from models.ukd.disagreement import head_disagreement, load_student
+    model, _ = load_student(ukd_student_run, pseudolabelled)
+    _, targets, schema = features_and_targets(pseudolabelled)
+    dataset = split_dataset(pseudolabelled, "valid", model_columns(schema, targets))
+    kl, click = head_disagreement(model, dataset, 2048, 2, max_rows=3000)
+    gap, click_again = head_disagreement(model, dataset, 2048, 2, max_rows=3000, kind="logit")
+    assert len(kl) == len(gap) == 3000 and np.array_equal(click, click_again)
+    assert (gap >= 0).all() and gap.mean() > 0 and not np.allclose(gap, kl)

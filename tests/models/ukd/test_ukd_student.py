@@ -137,3 +137,46 @@ def test_a_student_on_data_without_pseudo_labels_is_a_clear_error(small_processe
 def test_an_invalid_ukd_setting_is_refused_with_its_name(field, value):
     with pytest.raises(ValueError, match=field):
         model_config_from_flat({field: value})
+
+
+@pytest.mark.parametrize("uncertainty", ["kl", "logit"])
+def test_a_relative_lambda_weights_the_median_disagreement_by_exp_minus_lambda(uncertainty):
+    """``lambda_mode: relative``: lambda is ``lam / median(u)`` over the unclicked rows, so the
+    loss follows the formula with that lambda, for either definition of ``u``."""
+    rng = np.random.default_rng(5)
+    n = 60
+    p, q, pctr = rng.uniform(0.02, 0.9, (3, n))
+    _, y = _data(n, seed=6)
+    config = model_config_from_flat(dict(CONFIG.flat(), ukd_lambda=3.0,
+                                          ukd_lambda_mode="relative",
+                                          ukd_uncertainty=uncertainty))
+    got = float(UKDStudent(FEATURES, config).compute_loss(_outputs(p, q, pctr), y))
+    c, z, t = (y[k].numpy() for k in ("click", "purchase", "teacher_pcvr"))
+
+    def ce(a, b):
+        return -(a * np.log(b) + (1 - a) * np.log(1 - b))
+    if uncertainty == "kl":
+        u = p * np.log(p / q) + (1 - p) * np.log((1 - p) / (1 - q))
+    else:
+        u = (np.log(p / (1 - p)) - np.log(q / (1 - q))) ** 2
+    unclicked = np.sort(u[c == 0])
+    lam = 3.0 / unclicked[len(unclicked) // 2]
+    per_row = (c * 0.5 * (ce(z, p) + ce(z, q))
+               + (1 - c) * (0.5 * np.exp(-lam * u) * 0.5 * (ce(t, p) + ce(t, q)) + u))
+    assert got == pytest.approx(per_row.mean() + 0.2 * ce(c, pctr).mean(), rel=1e-4)
+
+
+def test_the_logit_gap_does_not_shrink_with_the_pcvr_level():
+    from models.ukd.student import logit_gap
+    low = tf.constant([0.01]), tf.constant([0.01 * np.e / (1 - 0.01 + 0.01 * np.e)])
+    mid = tf.constant([0.5]), tf.constant([np.e / (1 + np.e)])
+    assert float(logit_gap(*low)[0]) == pytest.approx(1.0, rel=1e-4)
+    assert float(logit_gap(*mid)[0]) == pytest.approx(1.0, rel=1e-4)
+    assert float(bernoulli_kl(*low)[0]) < 0.2 * float(bernoulli_kl(*mid)[0])
+
+
+@pytest.mark.parametrize("field, value", [("ukd_uncertainty", "variance"),
+                                          ("ukd_lambda_mode", "adaptive")])
+def test_an_unknown_uncertainty_option_is_refused_with_its_name(field, value):
+    with pytest.raises(ValueError, match=field):
+        model_config_from_flat({field: value})
