@@ -24,7 +24,7 @@ the CTCVR loss weighted 3 in the entire-space models (docs/models.md).
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields
 from typing import Any, ClassVar, Dict, Optional, Tuple, Type, TypeVar
 
 import yaml
@@ -122,11 +122,6 @@ class ModelConfig:
             if type(f) is cls:
                 return f
         return cls()
-
-    def with_family(self, config: FamilyConfig) -> "ModelConfig":
-        """A copy with ``config`` replacing its family's config."""
-        others = tuple(f for f in self.families if type(f) is not type(config))
-        return replace(self, families=others + (config,))
 
     def flat(self) -> Dict[str, Any]:
         """Every field of this config and of every registered family's config, under the flat

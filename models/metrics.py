@@ -463,12 +463,27 @@ def ece_equal_width(y: Any, p: Any, n_bins: int = 100) -> float:
 
 
 def _field_sums(y: Any, p: Any, field: Any):
-    y_arr, p_arr = _yp(y, p)
-    codes, n_groups = _group_codes(field, len(y_arr), "field")
+    return _group_sums(*_yp(y, p), field)
+
+
+def _group_sums(reference: np.ndarray, p: np.ndarray, field: Any):
+    """Rows, and per value of ``field``: row count, sum of ``reference`` (labels or true
+    probabilities), sum of ``p``."""
+    codes, n_groups = _group_codes(field, len(reference), "field")
     counts = np.bincount(codes, minlength=n_groups).astype(np.float64)
-    sum_y = np.bincount(codes, weights=y_arr, minlength=n_groups)
-    sum_p = np.bincount(codes, weights=p_arr, minlength=n_groups)
-    return len(y_arr), counts, sum_y, sum_p
+    sum_ref = np.bincount(codes, weights=reference, minlength=n_groups)
+    sum_p = np.bincount(codes, weights=p, minlength=n_groups)
+    return len(reference), counts, sum_ref, sum_p
+
+
+def _relative_count_error(n: int, counts: np.ndarray, sum_ref: np.ndarray,
+                          sum_p: np.ndarray) -> float:
+    """``(1/N) sum_z N_z |sum_ref_z - sum_p_z| / sum_ref_z`` over the values with
+    ``sum_ref > 0`` (``nan`` when ``n`` is 0): Field-RCE's formula."""
+    if n == 0:
+        return float("nan")
+    pos = sum_ref > 0
+    return float((counts[pos] * np.abs(sum_ref[pos] - sum_p[pos]) / sum_ref[pos]).sum() / n)
 
 
 def field_rce(y: Any, p: Any, field: Any) -> float:
@@ -503,12 +518,7 @@ def field_rce(y: Any, p: Any, field: Any) -> float:
     Wei, P. et al. (2022). Posterior probability matters: doubly-adaptive calibration for
     neural predictions in online advertising (AdaCalib). SIGIR 2022 (reports Field-RCE).
     """
-    n, counts, sum_y, sum_p = _field_sums(y, p, field)
-    if n == 0:
-        return float("nan")
-    pos = sum_y > 0
-    terms = counts[pos] * np.abs(sum_y[pos] - sum_p[pos]) / sum_y[pos]
-    return float(terms.sum() / n)
+    return _relative_count_error(*_field_sums(y, p, field))
 
 
 def field_rce_truth(p_true: Any, p: Any, field: Any) -> float:
@@ -535,16 +545,9 @@ def field_rce_truth(p_true: Any, p: Any, field: Any) -> float:
     float
         ``nan`` on empty input; 0 when no value has a positive true mass.
     """
-    t, q = _scores(p_true), _scores(p)
+    t, q = _scores(p_true, "p_true"), _scores(p)
     _same_length(p_true=t, p=q)
-    codes, n_groups = _group_codes(field, len(t), "field")
-    if len(t) == 0:
-        return float("nan")
-    counts = np.bincount(codes, minlength=n_groups).astype(np.float64)
-    sum_t = np.bincount(codes, weights=t, minlength=n_groups)
-    sum_p = np.bincount(codes, weights=q, minlength=n_groups)
-    pos = sum_t > 0
-    return float((counts[pos] * np.abs(sum_p[pos] - sum_t[pos]) / sum_t[pos]).sum() / len(t))
+    return _relative_count_error(*_group_sums(t, q, field))
 
 
 def field_ece(y: Any, p: Any, field: Any) -> float:

@@ -19,7 +19,7 @@ from typing import Dict, List, Optional, Sequence, Union
 import pandas as pd
 
 from preprocessing import columns as C
-from preprocessing.splits import split_parts
+from preprocessing.splits import read_parts_table, split_parts
 
 SPLITS = ("train", "valid", "test")
 WORKFLOW_DIR = "workflow"
@@ -104,8 +104,5 @@ class ProcessedData:
     def read(self, split: str, columns: Optional[Sequence[str]] = None) -> pd.DataFrame:
         """Columns of a split (all when None) as one pandas frame, in row order (list columns
         become object arrays)."""
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-        table = pa.concat_tables([pq.read_table(p, columns=None if columns is None
-                                                else list(columns)) for p in self.parts(split)])
-        return table.to_pandas()
+        return read_parts_table(self.parts(split),
+                                None if columns is None else list(columns)).to_pandas()

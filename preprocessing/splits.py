@@ -29,9 +29,14 @@ def split_parts(directory: str) -> List[str]:
     return sorted(parts, key=key)
 
 
+def read_parts_table(parts: Sequence[str], columns: Optional[Sequence[str]] = None) -> pa.Table:
+    """Parquet ``parts`` (in the order given) as one Arrow table."""
+    return pa.concat_tables([pq.read_table(p, columns=columns) for p in parts])
+
+
 def read_split_table(directory: str, columns: Optional[Sequence[str]] = None) -> pa.Table:
     """A processed split as one Arrow table."""
-    return pa.concat_tables([pq.read_table(p, columns=columns) for p in split_parts(directory)])
+    return read_parts_table(split_parts(directory), columns)
 
 
 def read_split(directory: str, columns: Optional[Sequence[str]] = None) -> pd.DataFrame:
