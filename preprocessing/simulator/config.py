@@ -195,6 +195,107 @@ class MediaSignal:
 
 
 @dataclass(frozen=True)
+class Interaction:
+    """A hidden, nonlinear user x item match ``g`` in the funnel logits (world ``deep_funnel``,
+    docs/worlds.md; ``simulator/mechanisms.py``). 0 everywhere (the default) leaves the
+    simulator exactly as without it.
+
+    Args:
+        click, cart, buy: weight of the standardised ``g`` on the click, cart-given-click and
+            purchase-given-cart logits, each in [0, 5].
+        hidden: hidden units of the random two-layer network that defines ``g``.
+    """
+
+    click: float = 0.0
+    cart: float = 0.0
+    buy: float = 0.0
+    hidden: int = 16
+
+    def __post_init__(self):
+        for name in ("click", "cart", "buy"):
+            v = getattr(self, name)
+            check_param(math.isfinite(v) and 0 <= v <= 5, name, "finite and in [0, 5]", v)
+        check_param(1 <= self.hidden <= 256, "hidden", "in [1, 256]", self.hidden)
+
+    @property
+    def on(self) -> bool:
+        """Whether ``g`` enters any logit."""
+        return self.click != 0.0 or self.cart != 0.0 or self.buy != 0.0
+
+
+@dataclass(frozen=True)
+class Segments:
+    """Click-only segment offsets and segment-cell conversion effects (world
+    ``covariate_shift``, docs/worlds.md; ``simulator/mechanisms.py``). 0 (the default) leaves
+    the simulator exactly as without them.
+
+    Args:
+        click_spread: sd of the click logit offset of each user segment (purchase power x city
+            tier) and of each category (summed, each with sd ``click_spread / sqrt(2)``): the
+            clicks concentrate on some segments.
+        buy_spread: sd of the purchase-given-cart logit offset of each cell (user segment x
+            category), drawn independently of the click offsets: what is learned on densely
+            clicked cells does not carry over to the thin ones.
+    """
+
+    click_spread: float = 0.0
+    buy_spread: float = 0.0
+
+    def __post_init__(self):
+        for name in ("click_spread", "buy_spread"):
+            v = getattr(self, name)
+            check_param(math.isfinite(v) and 0 <= v <= 5, name, "finite and in [0, 5]", v)
+
+    @property
+    def on(self) -> bool:
+        """Whether any segment effect is drawn."""
+        return self.click_spread != 0.0 or self.buy_spread != 0.0
+
+
+@dataclass(frozen=True)
+class Placements:
+    """A long-tail placement field written as ``slot_id`` (world ``long_tail_slots``,
+    docs/worlds.md; ``simulator/mechanisms.py``). ``count`` 0 (the default) leaves the
+    simulator exactly as without it.
+
+    Args:
+        count: number of placements (``slot_id`` values ``0..count-1``); each app draws its
+            impressions' placement from a Zipf law over its own ranking of them. The position
+            on the page (the click effect of the default ``slot_id``) stays hidden.
+        zipf: Zipf exponent of the placement traffic (> 0, != 1).
+        level_spread: sd of each placement's conversion logit offset (stationary; the
+            cart logit gets half of it, as it gets half of the app's offset).
+        sharpness_spread: sd of the log of each placement's conversion sharpness: the cart
+            and purchase logits are scaled by ``exp(sharpness_spread * N(0, 1))`` around their
+            mean over the intercept pilot sample.
+        drift_share: share of the placements whose level also drifts over the days.
+        drift_sd: sd of the drifting placements' level change per day.
+    """
+
+    count: int = 0
+    zipf: float = 1.1
+    level_spread: float = 0.0
+    sharpness_spread: float = 0.0
+    drift_share: float = 0.0
+    drift_sd: float = 0.0
+
+    def __post_init__(self):
+        check_param(self.count == 0 or 2 <= self.count <= 100_000, "count",
+                    "0 (off) or in [2, 100000]", self.count)
+        check_param(self.zipf > 0 and abs(self.zipf - 1.0) > 1e-6, "zipf", "> 0 and != 1",
+                    self.zipf)
+        for name in ("level_spread", "sharpness_spread", "drift_sd"):
+            v = getattr(self, name)
+            check_param(math.isfinite(v) and 0 <= v <= 3, name, "finite and in [0, 3]", v)
+        check_param(0 <= self.drift_share <= 1, "drift_share", "in [0, 1]", self.drift_share)
+
+    @property
+    def on(self) -> bool:
+        """Whether ``slot_id`` is the placement field."""
+        return self.count > 0
+
+
+@dataclass(frozen=True)
 class GeneratorConfig:
     """Everything that shapes the simulated external-media ad logs.
 
@@ -210,6 +311,9 @@ class GeneratorConfig:
         rates: target funnel rates.
         effects: latent-factor coefficients.
         media: informativeness of the media-private features.
+        interaction: the hidden user x item match of world ``deep_funnel`` (off by default).
+        segments: the segment effects of world ``covariate_shift`` (off by default).
+        placements: the placement field of world ``long_tail_slots`` (off by default).
     """
 
     n_users: int = 1_000_000
@@ -226,6 +330,9 @@ class GeneratorConfig:
     rates: FunnelRates = field(default_factory=FunnelRates)
     effects: Effects = field(default_factory=Effects)
     media: MediaSignal = field(default_factory=MediaSignal)
+    interaction: Interaction = field(default_factory=Interaction)
+    segments: Segments = field(default_factory=Segments)
+    placements: Placements = field(default_factory=Placements)
 
     def __post_init__(self):
         check_param(1 <= self.n_users <= MAX_USERS, "n_users", f"in [1, {MAX_USERS}]", self.n_users)
@@ -252,6 +359,11 @@ class GeneratorConfig:
         return asdict(self)
 
 
+#: The nested sections of a generator config file and their dataclasses.
+SECTIONS = {"rates": FunnelRates, "effects": Effects, "media": MediaSignal,
+            "interaction": Interaction, "segments": Segments, "placements": Placements}
+
+
 def _build(cls, raw: Dict[str, Any], where: str):
     if not isinstance(raw, dict):
         raise ValueError(f"{where}: expected a mapping, got {type(raw).__name__}")
@@ -270,9 +382,8 @@ def _build(cls, raw: Dict[str, Any], where: str):
                 raise ValueError(f"{where}.apps: expected a list of apps")
             kwargs[key] = tuple(_build(MediaApp, a, f"{where}.apps[{i}]")
                                 for i, a in enumerate(value))
-        elif key in ("rates", "effects", "media"):
-            sub = {"rates": FunnelRates, "effects": Effects, "media": MediaSignal}[key]
-            kwargs[key] = _build(sub, value, f"{where}.{key}")
+        elif key in SECTIONS:
+            kwargs[key] = _build(SECTIONS[key], value, f"{where}.{key}")
         else:
             if (known[key].type in ("int", "float")
                     and (isinstance(value, bool) or not isinstance(value, (int, float)))):

@@ -13,7 +13,9 @@ Traffic per impression:
 - creative type 0-7, where types 5-7 are clickbait, chosen with ``app.clickbait_mix``;
 - day: the block's day (``block_day``); it enters the funnel only through the app's conversion
   offset on that day, ``cvr_offset + cvr_trend * (day - (days - 1) / 2)`` (``funnel.py``);
-- a hidden purchase need ``n ~ N(0, 1)``, only when a need effect is non-zero (``funnel.py``).
+- a hidden purchase need ``n ~ N(0, 1)``, only when a need effect is non-zero (``funnel.py``);
+- the mechanism worlds' terms (``mechanisms.py``), only when their options are on; the placement
+  field draws its uniforms after everything else.
 
 Labels: three uniforms per impression give the counterfactual chain
 ``cart_cf = u1 < p_cart|click`` and ``purchase_cf = cart_cf and u2 < p_buy|cart``: what would
@@ -37,6 +39,7 @@ from preprocessing.simulator.funnel import (FunnelLogits, Intercepts, app_cvr_of
                                             has_sharpness_trend, probabilities,
                                             solve_intercepts)
 from preprocessing.simulator.hashing import AffinePermutation, zipf_rank
+from preprocessing.simulator.mechanisms import InteractionNet, PlacementField, segment_offsets
 
 N_CREATIVE_TYPES = 8
 CLICKBAIT_TYPES = (5, 6, 7)
@@ -70,6 +73,12 @@ class ImpressionSampler:
             for i in range(len(config.apps))]
         self.hour_p = DIURNAL / DIURNAL.sum()
         self._plan: Optional[List[Tuple[int, int]]] = None
+        # The mechanism worlds' phenomena (simulator/mechanisms.py), built only when on.
+        self.interaction = InteractionNet(config, self.seed) if config.interaction.on else None
+        self.placements = (PlacementField(config.placements, self.seed, len(config.apps),
+                                          config.days) if config.placements.on else None)
+        #: Cart and buy logit means over the pilot sample: the placements' sharpness centre.
+        self.placement_centre: Optional[Tuple[float, float]] = None
         self.intercepts = self._solve_intercepts()
 
     @property
@@ -204,11 +213,42 @@ class ImpressionSampler:
             cart = cart + eff.need_cart * need - 0.5 * eff.need_cart ** 2
             buy = buy + eff.need_buy * need - 0.5 * eff.need_buy ** 2
 
+        click, cart, buy, slot = self._mechanisms(rng, n, day, user, item, app, slot,
+                                                  (click, cart, buy))
+
         feats = {C.USER_ID: user_id, **user.features, C.ITEM_ID: item_id, **item.features,
                  C.APP_ID: app.astype(np.int64), "slot_id": slot,
                  "creative_type": creative.astype(np.int64), "hour": hour.astype(np.int64)}
         return {"features": feats, "recent": user.recent_cats,
                 "logits": FunnelLogits(click, cart, buy)}
+
+    def _mechanisms(self, rng, n, day, user, item, app, slot, logits):
+        """The mechanism worlds' terms (``simulator/mechanisms.py``), after every default draw.
+
+        Returns the click, cart and buy logits and the ``slot_id`` column (the placement when
+        the placement field is on). With every option off the inputs come back untouched.
+        """
+        cfg = self.config
+        click, cart, buy = logits
+        if self.interaction is not None:
+            ia = cfg.interaction
+            g = self.interaction(user, item)
+            click, cart, buy = click + ia.click * g, cart + ia.cart * g, buy + ia.buy * g
+        if cfg.segments.on:
+            click_off, buy_off = segment_offsets(
+                cfg.segments, self.seed, cfg.n_categories, user.features["user_purchase_power"],
+                user.features["user_city_tier"], item.category)
+            click, buy = click + click_off, buy + buy_off
+        if self.placements is not None:
+            # the last draw of the block: the default stream is untouched
+            placement = self.placements.draw(rng.random(n), app)
+            if self.placement_centre is None:         # the pilot sample, drawn first
+                self.placement_centre = (float(cart.mean()), float(buy.mean()))
+            c_cart, c_buy = self.placement_centre
+            cart = self.placements.distort(cart, c_cart, placement, day, 0.5)
+            buy = self.placements.distort(buy, c_buy, placement, day, 1.0)
+            slot = placement
+        return click, cart, buy, slot
 
     def block(self, index: int, rows: Optional[int] = None) -> pa.Table:
         """Block ``index`` of the stream as a Table in the canonical column order."""

@@ -611,32 +611,10 @@ def test_cli_missing_config_file_or_bad_rows_returns_2(tmp_path, capsys):
 
 # ------------------------------------------------------------------------ conversion sharpness
 
-def _table_digest(sampler: ImpressionSampler) -> str:
-    """SHA-256 over every column's values of every block (names, offsets and values)."""
-    import hashlib
-    h = hashlib.sha256()
-    for b in range(sampler.n_blocks):
-        table = sampler.block(b)
-        for name in table.column_names:
-            col = table.column(name).combine_chunks()
-            h.update(name.encode())
-            if pa.types.is_list(col.type):
-                h.update(np.asarray(col.offsets).tobytes())
-                h.update(np.asarray(col.flatten().fill_null(-1)).tobytes())
-            else:
-                h.update(np.asarray(col.fill_null(-1) if col.null_count else col).tobytes())
-    return h.hexdigest()
-
-
-#: The digest of the default simulator's output (seed 11, 30k rows, 20k pilot rows) before the
-#: sharpness option existed (2026-11-30): every new effect (the sharpness trend, the hidden
-#: need) is 0 by default.
-DEFAULT_DIGEST = "dee271f380935aaadd55db6ac928b4b84fe667e86f36aecc11ec35c7ade35188"
-
-
-def test_default_output_is_byte_identical_to_the_output_before_the_optional_effects():
-    assert _table_digest(ImpressionSampler(GeneratorConfig(pilot_rows=20_000), 11,
-                                           30_000)) == DEFAULT_DIGEST
+def test_default_output_is_byte_identical_to_the_output_before_the_optional_effects(
+        table_digest, default_digest):
+    assert table_digest(ImpressionSampler(GeneratorConfig(pilot_rows=20_000), 11,
+                                          30_000)) == default_digest
 
 
 def test_cvr_sharpness_trend_scales_that_apps_cart_and_buy_logits_around_their_mean_by_day():
@@ -701,10 +679,11 @@ def _without_need(cfg: GeneratorConfig) -> GeneratorConfig:
         cfg.effects, need_cart=0.0, need_buy=0.0))
 
 
-def test_the_strong_bias_config_with_its_need_effects_at_zero_is_the_default_bit_for_bit():
+def test_the_strong_bias_config_with_its_need_effects_at_zero_is_the_default_bit_for_bit(
+        table_digest, default_digest):
     from preprocessing.simulator.config import load_config
     cfg = _without_need(dataclasses.replace(load_config(str(STRONG_BIAS)), pilot_rows=20_000))
-    assert _table_digest(ImpressionSampler(cfg, 11, 30_000)) == DEFAULT_DIGEST
+    assert table_digest(ImpressionSampler(cfg, 11, 30_000)) == default_digest
 
 
 def test_the_strong_bias_config_is_the_default_world_plus_need_effects_on_some_apps():
