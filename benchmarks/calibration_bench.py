@@ -7,8 +7,9 @@ Usage::
 
 Synthetic predictions (no model needed): a true pCVR with logit ~ N(-4, 1), labels drawn from
 it, ``app_id`` (5 media apps, Categorify-like codes 3..7, unequal traffic) and ``category_id``
-(60 values, Zipf-like), and a base pCVR whose logit is off by an app-dependent bias, so that
-field-aware methods have something to fix. For each method, in one process (one method after
+(60 values, Zipf-like) and ``slot_id`` (300 placements, Zipf 1.1, issue 33's long-tail field:
+``--fields slot_id`` times a field with hundreds of values), and a base pCVR whose logit is off
+by an app-dependent bias, so that field-aware methods have something to fix. For each method, in one process (one method after
 the other):
 
 - ``fit_s``: ``fit`` on all N rows (the statistics; the methods that subsample for their
@@ -48,6 +49,7 @@ PACKAGES = ("numpy", "scipy", "scikit-learn")
 APP_BIAS = {3: 0.8, 4: -0.6, 5: 0.3, 6: -1.0, 7: 0.5}
 APP_SHARE = (0.35, 0.25, 0.2, 0.12, 0.08)
 TRANSFORM_LIMIT_S = 60.0
+N_SLOTS = 300
 
 
 def synthetic_predictions(n: int, seed: int):
@@ -63,7 +65,10 @@ def synthetic_predictions(n: int, seed: int):
     for a, b in APP_BIAS.items():
         bias[a] = b
     p = 1.0 / (1.0 + np.exp(-(z + bias[app])))
-    return p, y, {"app_id": app, "category_id": cat}
+    # drawn last, so that the other columns are those of the benchmark before it existed
+    slot_p = np.arange(1, N_SLOTS + 1) ** -1.1
+    slot = rng.choice(N_SLOTS, size=n, p=slot_p / slot_p.sum()) + 3
+    return p, y, {"app_id": app, "category_id": cat, "slot_id": slot}
 
 
 def bench_method(name: str, p, y, fields, field_names, work: str) -> Dict[str, object]:
