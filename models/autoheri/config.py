@@ -29,9 +29,20 @@ class AutoHERIConfig(FamilyConfig):
             3x one ESMM run (``benchmarks.train_bench``); on the 4M-row default data 0.5
             searched no better on the validation day (until 2026-12-01 the default was 0.5:
             earlier sweep records ran with it).
+        search_epochs: the search stage's length in epochs of the training split (0: use
+            ``search_fraction``). Issue 33: at the default fraction the search ran 175 steps on
+            the 4M-row data and decided nothing (the gates ended at 0.40-0.53).
         edge_lr: Adam learning rate of the edge logits (constant).
         edge_init: every edge's starting probability.
-        temperature: ``p = sigmoid(a / temperature)``.
+        temperature: ``p = sigmoid(a / temperature)`` at the start of the search.
+        temperature_final: the temperature at the end of the search, reached geometrically
+            over the search's planned steps (equal to ``temperature``: constant, the earlier
+            behaviour). A falling temperature pushes the gates toward 0 or 1, so that the
+            derived network is the searched one (issue 33).
+        zero_init_projections: the edges' projections ``P_ij`` start at zero (instead of
+            Glorot-random), so that every edge starts as the edge-less chain and adds only
+            what its gradient earns (issue 33: random projections under a 0.5 gate fed
+            noise into the downstream towers).
         sparsity: weight of the penalty ``sum_ij p_ij`` (the expected edge count) added to the
             search loss.
         bilevel_every: weight steps per edge step in the bi-level search.
@@ -48,9 +59,12 @@ class AutoHERIConfig(FamilyConfig):
     LEGACY = {"ctcart_weight": "ctcart_weight"}  # the other fields: autoheri_<field>
     search: str = "joint"
     search_fraction: float = 0.25
+    search_epochs: float = 0.0
     edge_lr: float = 0.01
     edge_init: float = 0.5
     temperature: float = 1.0
+    temperature_final: float = 0.0
+    zero_init_projections: bool = False
     sparsity: float = 0.0
     bilevel_every: int = 1
     derive: str = "threshold"
@@ -68,6 +82,16 @@ class AutoHERIConfig(FamilyConfig):
         check_param(0.0 < self.edge_init < 1.0, "autoheri_edge_init", "in (0, 1)",
                     self.edge_init)
         check_param(self.temperature > 0, "autoheri_temperature", "> 0", self.temperature)
+        if self.temperature_final == 0.0:      # not given: constant temperature
+            object.__setattr__(self, "temperature_final", self.temperature)
+        check_param(0 < self.temperature_final <= self.temperature,
+                    "autoheri_temperature_final", f"in (0, temperature={self.temperature}]",
+                    self.temperature_final)
+        check_param(0.0 <= self.search_epochs <= 50.0, "autoheri_search_epochs",
+                    "in [0, 50] (0: use autoheri_search_fraction)", self.search_epochs)
+        check_param(isinstance(self.zero_init_projections, bool),
+                    "autoheri_zero_init_projections", "true or false",
+                    self.zero_init_projections)
         check_param(self.sparsity >= 0, "autoheri_sparsity", ">= 0", self.sparsity)
         check_param(self.bilevel_every >= 1, "autoheri_bilevel_every", ">= 1",
                     self.bilevel_every)

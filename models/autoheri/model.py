@@ -60,8 +60,11 @@ class AutoHERI(CVRModel):
         self.drop = tf.keras.layers.Dropout(config.dropout) if config.dropout else None
         self.heads = {t: tf.keras.layers.Dense(1, activation="sigmoid", name=f"{t}_tower_out")
                       for t in self.tasks}
+        init = "zeros" if self.options.zero_init_projections else "glorot_uniform"
         self.projections = {e.layer_name: tf.keras.layers.Dense(
-            units[e.target_layer], use_bias=False, name=e.layer_name) for e in self.edges}
+            units[e.target_layer], use_bias=False, kernel_initializer=init, name=e.layer_name)
+            for e in self.edges}
+        self.planned_steps = 1
         self.edge_logits = None
         if searchable:
             init = float(np.log(self.options.edge_init / (1 - self.options.edge_init)))
@@ -73,11 +76,25 @@ class AutoHERI(CVRModel):
                                             if e.target == t and e.target_layer == j)
                           for t in self.tasks for j in range(len(units))}
 
+    def set_planned_steps(self, steps: int) -> None:
+        """The search's planned steps: the time axis of the temperature schedule."""
+        self.planned_steps = max(1, int(steps))
+
+    def temperature(self) -> tf.Tensor:
+        """``T`` now: ``temperature * (temperature_final / temperature) ** progress`` with
+        ``progress`` the share of the planned steps done (constant without a schedule)."""
+        t0, t1 = self.options.temperature, self.options.temperature_final
+        if t1 == t0 or getattr(self, "optimizer", None) is None:
+            return tf.constant(t0, tf.float32)
+        progress = tf.minimum(1.0, tf.cast(self.optimizer.iterations, tf.float32)
+                              / float(self.planned_steps))
+        return t0 * tf.pow(t1 / t0, progress)
+
     def edge_probabilities(self) -> tf.Tensor:
         """``p = sigmoid(a / T)`` per candidate edge (searchable models only)."""
         if self.edge_logits is None:
             raise ValueError("a derived AutoHERI network has no edge probabilities")
-        return tf.sigmoid(self.edge_logits / self.options.temperature)
+        return tf.sigmoid(self.edge_logits / self.temperature())
 
     def weight_variables(self) -> List[tf.Variable]:
         """The network weights: every trainable variable but the edge logits."""

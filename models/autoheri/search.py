@@ -42,13 +42,18 @@ def search_settings(model_config) -> dict:
 
 
 def search_train_config(train_config, model_config, rows: int):
-    """The search stage's loop settings: the run's, stopped after ``autoheri_search_fraction``
-    of the run's planned steps (the cosine schedule, if any, spans the search)."""
+    """The search stage's loop settings: the run's, stopped after ``autoheri_search_epochs``
+    epochs or, without them, ``autoheri_search_fraction`` of the run's planned steps (the
+    cosine schedule, if any, spans the search)."""
     steps_per_epoch = -(-rows // train_config.batch_size)
     planned = train_config.epochs * steps_per_epoch
     if train_config.max_steps:
         planned = min(planned, train_config.max_steps)
-    steps = max(1, math.ceil(model_config.family(AutoHERIConfig).search_fraction * planned))
+    options = model_config.family(AutoHERIConfig)
+    if options.search_epochs:
+        steps = max(1, math.ceil(options.search_epochs * steps_per_epoch))
+    else:
+        steps = max(1, math.ceil(options.search_fraction * planned))
     return replace(train_config, epochs=max(1, -(-steps // steps_per_epoch)), max_steps=steps)
 
 

@@ -201,3 +201,63 @@ def test_the_random_ablation_needs_its_edge_count_and_is_seeded_by_the_run():
     topk = model_config_from_flat(dict(embedding_dim=4, tower_units=(8, 4), autoheri_derive="topk",
                                        autoheri_top_k=5))
     assert len(build_model("autoheri_random", FEATURES, topk, THREE).edges) == 5
+
+
+# ---------------------------------------------------------------- issue 33: the search's fixes
+
+def test_zero_initialised_projections_make_every_edge_start_as_the_edgeless_chain():
+    cfg = model_config_from_flat(dict(embedding_dim=4, tower_units=(8, 4),
+                                      autoheri_zero_init_projections=True))
+    every = build_model("autoheri_all", FEATURES, cfg, THREE)
+    none = build_model("autoheri_none", FEATURES, cfg, THREE)
+    x, y = _batch()
+    every(x), none(x)
+    assert every.projections and all(not np.any(p.kernel.numpy())
+                                     for p in every.projections.values())
+    # the same tower weights give the same outputs: the edges add exactly nothing yet ...
+    kernels = [p.kernel for p in every.projections.values()]
+    shared = [v for v in every.weights if not any(v is k for k in kernels)]
+    assert [v.shape for v in shared] == [v.shape for v in none.weights]
+    for src, dst in zip(shared, none.weights):
+        dst.assign(src)
+    out_every, out_none = every(x), none(x)
+    np.testing.assert_allclose(out_every["pcvr"].numpy(), out_none["pcvr"].numpy(), atol=1e-7)
+    # ... and their gradient is not zero: an edge can grow
+    with tf.GradientTape() as tape:
+        loss = every.compute_loss(every(x, training=True), y)
+    grads = tape.gradient(loss, [p.kernel for p in every.projections.values()])
+    assert any(np.abs(g.numpy()).max() > 0 for g in grads)
+
+
+def test_a_falling_temperature_pushes_the_gates_toward_zero_or_one():
+    def gates_after(steps, final):
+        cfg = model_config_from_flat(dict(embedding_dim=4, tower_units=(8, 4),
+                                          autoheri_temperature=1.0,
+                                          autoheri_temperature_final=final))
+        model = _searchable(cfg)
+        model.set_planned_steps(steps)
+        x, _ = _batch()
+        model(x)
+        model.optimizer.build(model.trainable_variables)
+        model.edge_logits.assign(np.linspace(-0.5, 0.5, model.edge_logits.shape[0]))
+        before = model.edge_probabilities().numpy()
+        model.optimizer.iterations.assign(steps)
+        return before, model.edge_probabilities().numpy()
+
+    before, constant = gates_after(10, 1.0)
+    np.testing.assert_allclose(before, constant)
+    before, annealed = gates_after(10, 0.1)
+    # at the end of the search T = 0.1: p = sigmoid(a / 0.1)
+    np.testing.assert_allclose(annealed, 1 / (1 + np.exp(-np.linspace(-0.5, 0.5, 12) / 0.1)),
+                               rtol=1e-5)
+    assert np.abs(annealed - 0.5).min() >= np.abs(before - 0.5).min()
+    assert np.abs(annealed - 0.5).mean() > 2 * np.abs(before - 0.5).mean()
+
+
+@pytest.mark.parametrize("flat, param", [
+    (dict(autoheri_temperature=1.0, autoheri_temperature_final=2.0), "autoheri_temperature_final"),
+    (dict(autoheri_search_epochs=-1.0), "autoheri_search_epochs"),
+])
+def test_bad_search_options_are_refused_naming_the_parameter(flat, param):
+    with pytest.raises(ValueError, match=param):
+        model_config_from_flat(dict(embedding_dim=4, tower_units=(8, 4), **flat))

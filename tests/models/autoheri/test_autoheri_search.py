@@ -189,3 +189,14 @@ def test_the_recorded_4m_choice_is_the_esmm_selection_with_the_joint_search():
     am, em = am.flat(), em.flat()
     differ = {k for k, v in am.items() if em[k] != v}
     assert differ == {"autoheri_random_edges"}
+
+
+def test_the_search_length_in_epochs_overrides_the_fraction_of_the_planned_steps():
+    from models.autoheri.search import search_train_config
+    tcfg = TrainConfig(batch_size=100, epochs=2)
+    by_fraction = search_train_config(tcfg, model_config_from_flat(
+        dict(autoheri_search_fraction=0.25)), rows=1000)
+    assert by_fraction.max_steps == 5 and by_fraction.epochs == 1        # 0.25 x 20 steps
+    by_epochs = search_train_config(tcfg, model_config_from_flat(
+        dict(autoheri_search_fraction=0.25, autoheri_search_epochs=2.5)), rows=1000)
+    assert by_epochs.max_steps == 25 and by_epochs.epochs == 3           # 2.5 x 10 steps
