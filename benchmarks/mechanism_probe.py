@@ -25,9 +25,24 @@ Writes ``DIR/probe.json`` (atomic) with ``world`` and the probe's figures, and p
   ``oracle_field_rce / oracle_global_field_rce``: near 1 means a day's labels leave no per-value
   distortion that a per-value calibrator could find.
 
-Only ``long_tail_slots`` is implemented; the probes of ``deep_funnel`` (AutoHERI) and
-``covariate_shift`` (UKD) are described in docs/worlds.md and not written yet, and the command
-says so.
+``deep_funnel`` (AutoHERI; ``--processed`` and ``--run`` with AutoHERI-family runs): on the
+first ``--rows`` test rows (all impressions), the held-out R² (ridge, fitted on the first half,
+scored on the second) of the true purchase logit ``logit(p_purchase_given_click)`` from the
+purchase tower's hidden layers alone and from every tower's layers; ``r2_gain_upstream`` is the
+difference (per run, and mean ± std per model; the headline figure is ``autoheri_all``'s), and
+``auc_all_minus_none`` the entire-space CVR AUC of ``autoheri_all`` minus ``autoheri_none`` when
+both are given. A gain near 0 on ``autoheri_none`` (no edges) means the upstream towers know
+nothing about the purchase that its own tower lacks: no edge can help.
+
+``covariate_shift`` (UKD; ``--processed`` the pseudo-labelled data of ``models.pseudolabel``,
+``--run`` students trained at the settings to compare, e.g. head dropout 0.1 / 0.3 / 0.5 and KL
+weight 0 / 1): on the unclicked rows among the first ``--rows`` validation rows, the Spearman
+correlation between each student's head disagreement ``u`` (mean of ``--draws`` dropout draws;
+both the paper's KL and the level-free logit gap) and the teacher's absolute error against the
+truth ``|teacher_pcvr - p_purchase_given_click|``, and the mean error of the top ``u`` decile over
+the bottom one. The headline ``spearman_u_error`` / ``decile_error_ratio`` are the best
+setting's (named in ``best_setting``): below 0.2 / 1.5, ``u`` does not find the bad
+pseudo-labels and no lambda can help.
 """
 
 from __future__ import annotations
@@ -159,19 +174,181 @@ def long_tail_slots(args) -> Dict[str, Any]:
     return out
 
 
-def _not_written(world: str):
-    def probe(args):
-        raise SystemExit(f"the {world} probe is not written yet (issue 33; docs/worlds.md "
-                         f"describes it)")
-    return probe
+def load_autoheri(run_dir: str, data):
+    """The trained AutoHERI-family network of ``run_dir`` with its best weights, and its
+    model name (the derived edges of a searched ``autoheri`` from its architecture file)."""
+    import tensorflow as tf
+
+    from models.autoheri.architecture import Architecture
+    from models.autoheri.model import AUTOHERI_MODELS, build_autoheri
+    from models.config import model_config_from_flat
+    from models.data import batches, features_and_targets, model_columns, split_dataset
+    from models.trainer import exported_weights
+    with open(os.path.join(run_dir, "config.json")) as fh:
+        recorded = json.load(fh)
+    name = recorded["model"]
+    if name not in AUTOHERI_MODELS:
+        raise SystemExit(f"{run_dir}: a {name!r} run; the deep_funnel probe needs an "
+                         f"AutoHERI-family run ({', '.join(sorted(AUTOHERI_MODELS))})")
+    mcfg = model_config_from_flat(recorded["model_config"])
+    features, targets, schema = features_and_targets(data)
+    edges = None
+    if name == "autoheri":
+        edges = Architecture.load(os.path.join(run_dir, "autoheri_architecture.json")).kept
+    model = build_autoheri(name, features, mcfg, targets, int(recorded["seed"]), edges=edges)
+    ds = split_dataset(data, "valid", model_columns(schema, targets))
+    for x, _ in batches(ds, 8, shuffle=False):
+        model(x)
+        break
+    tf.train.Checkpoint(model=model).restore(exported_weights(run_dir)).expect_partial()
+    return model, name
 
 
-PROBES = {"long_tail_slots": long_tail_slots, "deep_funnel": _not_written("deep_funnel"),
-          "covariate_shift": _not_written("covariate_shift")}
+def held_out_r2(x: np.ndarray, y: np.ndarray, ridge: float = 1e-3) -> float:
+    """R² on the second half of the rows of a ridge regression fitted on the first half
+    (features standardised on the first half)."""
+    half = len(y) // 2
+    mu, sd = x[:half].mean(0), x[:half].std(0) + 1e-9
+    z = (x - mu) / sd
+    design = np.column_stack([np.ones(len(z)), z])
+    a, b = design[:half], y[:half]
+    reg = ridge * half * np.eye(design.shape[1])
+    reg[0, 0] = 0.0
+    coef = np.linalg.solve(a.T @ a + reg, a.T @ b)
+    resid = y[half:] - design[half:] @ coef
+    return float(1.0 - resid.var() / y[half:].var())
+
+
+def deep_funnel(args) -> Dict[str, Any]:
+    """The AutoHERI probe: how much of the true purchase logit the click and cart towers'
+    hidden layers add to the purchase tower's own (held-out R², ``--rows`` test rows of each
+    run, all impressions), and each run's entire-space CVR AUC by model."""
+    from models.data import batches, model_columns, split_dataset
+    from models.predict import split_context
+    from preprocessing.processed import ProcessedData
+    if not (args.run and args.processed):
+        raise SystemExit("the deep_funnel probe needs --processed and --run (trained "
+                         "AutoHERI-family runs, autoheri_all for the issue's figure)")
+    data = ProcessedData.open(args.processed)
+    truth = split_context(data, "test")[TRUTH].to_numpy()[:args.rows]
+    y = _logit(truth)
+    runs, by_model = {}, {}
+    for run in args.run:
+        metrics_path = os.path.join(run, "metrics.json")
+        with open(metrics_path) as fh:
+            auc = json.load(fh)["test"]["entire_space_cvr_auc"]
+        model, name = load_autoheri(run, data)
+        ds = split_dataset(data, "test", model_columns(data.schema("test"), data.targets))
+        layers: Dict[str, List[np.ndarray]] = {}
+        seen = 0
+        for x, _ in batches(ds, 16384, shuffle=False):
+            for task, hs in model.hidden_layers(x).items():
+                layers.setdefault(task, []).append(np.concatenate([h.numpy() for h in hs], 1))
+            seen += len(next(iter(x.values())))
+            if seen >= args.rows:
+                break
+        acts = {t: np.concatenate(v)[:len(y)] for t, v in layers.items()}
+        own = held_out_r2(acts["purchase"], y)
+        every = held_out_r2(np.concatenate([acts[t] for t in sorted(acts)], 1), y)
+        key = portable_path(run, os.path.basename(os.path.normpath(run)))
+        runs[key] = {"model": name, "r2_purchase_tower": own, "r2_all_towers": every,
+                     "r2_gain_upstream": every - own, "entire_space_cvr_auc": auc}
+        by_model.setdefault(name, []).append(runs[key])
+    out: Dict[str, Any] = {"rows": int(len(y)), "runs": runs, "by_model": {}}
+    for name, rs in by_model.items():
+        entry = {}
+        for key in ("r2_gain_upstream", "r2_purchase_tower", "entire_space_cvr_auc"):
+            vals = [r[key] for r in rs]
+            entry[key] = {"mean": float(np.mean(vals)),
+                          "std": float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0}
+        out["by_model"][name] = entry
+    main_model = "autoheri_all" if "autoheri_all" in by_model else next(iter(by_model))
+    out["r2_gain_upstream"] = out["by_model"][main_model]["r2_gain_upstream"]
+    out["r2_gain_model"] = main_model
+    if "autoheri_all" in by_model and "autoheri_none" in by_model:
+        a = [r["entire_space_cvr_auc"] for r in by_model["autoheri_all"]]
+        b = [r["entire_space_cvr_auc"] for r in by_model["autoheri_none"]]
+        out["auc_all_minus_none"] = float(np.mean(a) - np.mean(b))
+    return out
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman rank correlation (average ranks for ties)."""
+    from scipy.stats import spearmanr
+    return float(spearmanr(a, b).correlation)
+
+
+def decile_ratio(u: np.ndarray, error: np.ndarray) -> float:
+    """Mean ``error`` of the rows in the top decile of ``u`` over that of the bottom decile."""
+    lo, hi = np.quantile(u, [0.1, 0.9])
+    bottom = error[u <= lo].mean()
+    return float(error[u >= hi].mean() / bottom) if bottom > 0 else float("inf")
+
+
+def covariate_shift(args) -> Dict[str, Any]:
+    """The UKD probe: on the first ``--rows`` unclicked validation rows, how well each
+    student's head disagreement ``u`` (the KL and the level-free logit gap) finds the rows
+    where the teacher's pseudo-label is wrong against the truth."""
+    from models.config import model_config_from_flat, with_added_defaults
+    from models.data import features_and_targets, model_columns, split_dataset
+    from models.predict import split_context
+    from models.ukd.config import UKDConfig
+    from models.ukd.disagreement import head_disagreement, load_student
+    from preprocessing.processed import ProcessedData
+    if not (args.run and args.processed):
+        raise SystemExit("the covariate_shift probe needs --processed (the pseudo-labelled "
+                         "data of models.pseudolabel) and --run (ukd / ukd_base students)")
+    data = ProcessedData.open(args.processed)
+    context = split_context(data, "valid").iloc[:args.rows]
+    try:
+        teacher = data.read("valid", ["teacher_pcvr"])["teacher_pcvr"].to_numpy()[:args.rows]
+    except (KeyError, ValueError) as e:
+        raise SystemExit(f"{data.root}: no teacher_pcvr column (run models.pseudolabel "
+                         f"first): {e}")
+    error = np.abs(teacher.astype(np.float64) - context[TRUTH].to_numpy(np.float64))
+    unclicked = context[CLICK].to_numpy() == 0
+    _, targets, schema = features_and_targets(data)
+    runs = {}
+    for run in args.run:
+        model, _ = load_student(run, data.root)
+        with open(os.path.join(run, "config.json")) as fh:
+            recorded = with_added_defaults(json.load(fh))
+        options = model_config_from_flat(recorded["model_config"]).family(UKDConfig)
+        res: Dict[str, Any] = {"model": recorded["model"], "head_dropout": options.head_dropout,
+                               "kl_weight": options.kl_weight,
+                               "uncertainty": options.uncertainty}
+        for kind in ("kl", "logit"):
+            dataset = split_dataset(data, "valid", model_columns(schema, targets))
+            u, click = head_disagreement(model, dataset, 8192, args.draws, args.rows, kind)
+            if not np.array_equal(click, context[CLICK].to_numpy()[:len(u)]):
+                raise RuntimeError(f"{run}: disagreement rows and label rows are not aligned")
+            uu, ee = u[unclicked[:len(u)]], error[:len(u)][unclicked[:len(u)]]
+            res[kind] = {"spearman_u_error": spearman(uu, ee),
+                         "decile_error_ratio": decile_ratio(uu, ee),
+                         "median_u": float(np.median(uu))}
+        runs[portable_path(run, os.path.basename(os.path.normpath(run)))] = res
+    best = max(runs.values(), key=lambda r: max(r["kl"]["spearman_u_error"],
+                                                r["logit"]["spearman_u_error"]))
+    kind = max(("kl", "logit"), key=lambda k: best[k]["spearman_u_error"])
+    return {"rows": int(len(context)), "unclicked_rows": int(unclicked.sum()),
+            "teacher_error_mean": float(error[unclicked].mean()), "runs": runs,
+            "spearman_u_error": best[kind]["spearman_u_error"],
+            "decile_error_ratio": best[kind]["decile_error_ratio"],
+            "best_setting": {"head_dropout": best["head_dropout"],
+                             "kl_weight": best["kl_weight"], "u": kind}}
+
+
+PROBES = {"long_tail_slots": long_tail_slots, "deep_funnel": deep_funnel,
+          "covariate_shift": covariate_shift}
 
 
 def _summary_rows(result: Dict[str, Any]) -> List[List[Any]]:
     rows = [["world", result["world"]]]
+    for name, entry in (result.get("by_model") or {}).items():
+        for key, v in entry.items():
+            rows.append([f"{key} ({name})", f"{v['mean']:.4f} ± {v['std']:.4f}"])
+    if "auc_all_minus_none" in result:
+        rows.append(["autoheri_all - autoheri_none AUC", f"{result['auc_all_minus_none']:+.4f}"])
     for key in ("floor_field_rce", "uncalibrated_field_rce_truth", "oracle_global_field_rce",
                 "oracle_field_rce", "oracle_truth_field_rce", "oracle_ratio"):
         for f, v in (result.get(key) or {}).items():
@@ -191,6 +368,11 @@ def main(argv=None) -> int:
     parser.add_argument("--field", action="append", default=[])
     parser.add_argument("--min-rows", type=int, default=20,
                         help="clicked rows a value needs for its own truth-fitted oracle")
+    parser.add_argument("--rows", type=int, default=200_000,
+                        help="rows the deep_funnel (test) and covariate_shift (valid) probes "
+                             "read")
+    parser.add_argument("--draws", type=int, default=4,
+                        help="dropout draws per row of the covariate_shift probe's u")
     parser.add_argument("--min-positives", type=int, default=10,
                         help="test purchases a value needs for its own label-fitted oracle")
     args = parser.parse_args(argv)

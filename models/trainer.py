@@ -240,6 +240,19 @@ class Trainer:
         return total / max(rows, 1), click_auc
 
 
+def exported_weights(run_dir: str) -> str:
+    """The checkpoint prefix of the weights a run exported: its best epoch's
+    (``RUN/best/weights``), else (a run cut by ``max_steps``) its last checkpoint's;
+    ``FileNotFoundError`` when it has neither."""
+    import tensorflow as tf
+    weights = os.path.join(run_dir, "best", "weights")
+    if not os.path.exists(weights + ".index"):
+        weights = tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints"))
+    if weights is None:
+        raise FileNotFoundError(f"{run_dir}: neither best weights nor a checkpoint to restore")
+    return weights
+
+
 def valid_click_auc_key(model) -> str:
     """The epoch-history key of a model's (or model class's) validation click AUC:
     ``valid_ctr_auc``, or ``valid_`` + its ``click_auc_name`` (the UKD teacher's

@@ -102,7 +102,8 @@ class AutoHERI(CVRModel):
             return list(self.trainable_variables)
         return [v for v in self.trainable_variables if v is not self.edge_logits]
 
-    def call(self, inputs, training=False):
+    def _towers(self, inputs, training):
+        """Every tower's hidden layers and output probability."""
         x0 = self.embed(inputs)
         gates = self.edge_probabilities() if self.searchable else None
         hidden: Dict[str, List[tf.Tensor]] = {}
@@ -120,6 +121,15 @@ class AutoHERI(CVRModel):
                 layers.append(x)
             hidden[t] = layers
             probs[t] = tf.reshape(self.heads[t](x), [-1])
+        return hidden, probs
+
+    def hidden_layers(self, inputs) -> Dict[str, List[tf.Tensor]]:
+        """Every tower's hidden layers (after the ReLU) at inference: what the edges carry
+        (``benchmarks.mechanism_probe --world deep_funnel`` regresses the truth on them)."""
+        return self._towers(inputs, False)[0]
+
+    def call(self, inputs, training=False):
+        _, probs = self._towers(inputs, training)
         out = {"pctr": probs[C.CLICK]}
         if C.CART in probs:
             out["pcart"], out["pbuy"] = probs[C.CART], probs[C.PURCHASE]

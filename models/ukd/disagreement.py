@@ -65,6 +65,7 @@ def load_student(run_dir: str, data_dir: str):
     from models.config import model_config_from_flat, with_added_defaults
     from models.registry import build_model
     from models.data import batches, features_and_targets, model_columns, split_dataset
+    from models.trainer import exported_weights
     recorded = with_added_defaults(json.load(open(os.path.join(run_dir, "config.json"))))
     if recorded["model"] not in ("ukd", "ukd_base"):
         raise ValueError(f"{run_dir}: a {recorded['model']!r} run; the disagreement needs a "
@@ -76,12 +77,7 @@ def load_student(run_dir: str, data_dir: str):
                              64, shuffle=False)))
     model(x)  # build the variables before restoring into them
     # the weights the run exported: its best epoch's, else (a run cut by max_steps) its last
-    weights = os.path.join(run_dir, "best", "weights")
-    if not os.path.exists(weights + ".index"):
-        weights = tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints"))
-    if weights is None:
-        raise FileNotFoundError(f"{run_dir}: neither best weights nor a checkpoint to restore")
-    tf.train.Checkpoint(model=model).restore(weights).expect_partial()
+    tf.train.Checkpoint(model=model).restore(exported_weights(run_dir)).expect_partial()
     return model, config
 
 

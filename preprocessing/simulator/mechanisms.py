@@ -7,10 +7,11 @@ default world's output is the same bit for bit (``tests/preprocessing/test_gener
 ``DEFAULT_DIGEST``).
 
 - ``InteractionNet`` (world ``deep_funnel``): a hidden user x item match ``g``, a random
-  two-layer ReLU network over the user's taste and price sensitivity and the item's taste,
-  category embedding and relative price, with its best linear readout of those inputs removed and
-  scaled to unit variance, so that no linear function of the latent factors recovers it. It enters
-  the click, cart and buy logits (``GeneratorConfig.interaction``).
+  two-layer ReLU network over what the advertiser observes of the user and the item (age,
+  gender, city tier, purchase power, recent categories; category, price), with its best linear
+  readout of those inputs removed and scaled to unit variance, so that no linear function of
+  the features recovers it. It enters the click, cart and buy logits
+  (``GeneratorConfig.interaction``).
 - ``segment_offsets`` (world ``covariate_shift``): a click offset per user segment (purchase
   power x city tier) and per category, and an independent conversion offset per cell (segment x
   category): clicks concentrate on some cells, and what is learned there does not carry to the
@@ -29,7 +30,7 @@ import numpy as np
 from preprocessing.simulator.config import GeneratorConfig, Placements, Segments
 from preprocessing.simulator.hashing import AffinePermutation, hash_normal, hash_uniform, zipf_rank
 
-#: Size of the reference sample that fixes ``g``'s linear part and scale.
+#: Size of the reference sample (random users and items) that fixes ``g``'s linear part and scale.
 _REFERENCE_ROWS = 65_536
 #: Dimension of the hidden category embedding that ``g`` reads.
 _CATEGORY_DIM = 4
@@ -38,22 +39,26 @@ _CATEGORY_DIM = 4
 class InteractionNet:
     """The hidden user x item match ``g`` of world ``deep_funnel`` (see the module docstring).
 
-    All inputs are standard normal by construction (``hashing.hash_normal``), so the
-    residualisation and the scale are fixed on a reference sample of standard normals drawn
-    from the seed: ``g`` is the same function for every block and every row count.
+    ``g`` reads what the advertiser observes (docs/worlds.md): the user's age, gender, city
+    tier and purchase power, whether the item's category is among the user's recent ones, the
+    item's category (through a hidden embedding) and its log price. Its linear part in those
+    inputs and its scale are fixed on a reference sample of random users and items drawn from
+    the seed, so ``g`` is the same function for every block and every row count.
     """
 
-    def __init__(self, config: GeneratorConfig, seed: int):
+    def __init__(self, config: GeneratorConfig, seed: int, users, items):
         hidden = config.interaction.hidden
         rng = np.random.default_rng([seed, 0x1D7E])
         cats = np.arange(config.n_categories)
         self.category_embedding = np.stack(
             [hash_normal(cats, seed, f"cat.interaction{k}") for k in range(_CATEGORY_DIM)], 1)
-        self.n_inputs = 4 + 1 + 4 + _CATEGORY_DIM + 1
-        self.w1 = rng.normal(0.0, 1.0 / np.sqrt(self.n_inputs), (self.n_inputs, hidden))
+        self.n_inputs = 3 + 3 + _CATEGORY_DIM + 1 + 1
+        self.w1 = rng.normal(0.0, 1.5 / np.sqrt(self.n_inputs), (self.n_inputs, hidden))
         self.b1 = rng.normal(0.0, 0.5, hidden)
         self.w2 = rng.normal(0.0, 1.0, hidden)
-        ref = rng.standard_normal((_REFERENCE_ROWS, self.n_inputs))
+        ref_users = users.lookup(rng.integers(0, config.n_users, _REFERENCE_ROWS))
+        ref_items = items.lookup(rng.integers(0, config.n_items, _REFERENCE_ROWS))
+        ref = self.inputs(ref_users, ref_items)
         raw = self._raw(ref)
         design = np.column_stack([np.ones(len(ref)), ref])
         self.linear, *_ = np.linalg.lstsq(design, raw, rcond=None)
@@ -64,13 +69,21 @@ class InteractionNet:
         return np.maximum(inputs @ self.w1 + self.b1, 0.0) @ self.w2
 
     def inputs(self, user, item) -> np.ndarray:
-        """The network's inputs for aligned user and item blocks (``entities.py``)."""
-        return np.column_stack([user.taste, user.price_sensitivity, item.taste,
-                                self.category_embedding[item.category], item.relative_price])
+        """The network's inputs (observed features, centred and scaled to about unit
+        variance) for aligned user and item blocks (``entities.py``)."""
+        f = user.features
+        gender = np.eye(3)[np.asarray(f["user_gender"], np.int64)] - 1.0 / 3.0
+        recent = (user.recent_cats == item.category[:, None]).any(1).astype(np.float64)
+        log_price = np.log(np.asarray(item.features["item_price"], np.float64))
+        return np.column_stack([
+            (f["user_age"] - 4.0) / 2.0, (f["user_city_tier"] - 3.0) / 1.4,
+            (f["user_purchase_power"] - 4.5) / 2.3, gender * 1.5,
+            self.category_embedding[item.category], (log_price - 3.0) / 1.1,
+            2.0 * recent - 1.0])
 
     def __call__(self, user, item) -> np.ndarray:
-        """Standardised ``g`` of each (user, item) pair: mean 0, sd 1 on standard-normal
-        inputs, and no linear part in them."""
+        """Standardised ``g`` of each (user, item) pair: mean 0, sd 1 on the reference
+        sample, and no linear part in its inputs there."""
         x = self.inputs(user, item)
         design = np.column_stack([np.ones(len(x)), x])
         return (self._raw(x) - design @ self.linear) / self.scale

@@ -74,7 +74,8 @@ class ImpressionSampler:
         self.hour_p = DIURNAL / DIURNAL.sum()
         self._plan: Optional[List[Tuple[int, int]]] = None
         # The mechanism worlds' phenomena (simulator/mechanisms.py), built only when on.
-        self.interaction = InteractionNet(config, self.seed) if config.interaction.on else None
+        self.interaction = (InteractionNet(config, self.seed, self.users, self.items)
+                            if config.interaction.on else None)
         self.placements = (PlacementField(config.placements, self.seed, len(config.apps),
                                           config.days) if config.placements.on else None)
         #: Cart and buy logit means over the pilot sample: the placements' sharpness centre.

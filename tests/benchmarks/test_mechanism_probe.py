@@ -96,7 +96,56 @@ def test_the_oracles_separate_per_value_headroom_from_what_labels_can_reach(tiny
                                               / s["oracle_global_field_rce"])
 
 
-def test_a_probe_that_is_not_written_says_so(tiny_world, tmp_path):
-    with pytest.raises(SystemExit, match="not written yet"):
-        main(["--world", "covariate_shift", "--data", str(tiny_world), "--out",
-              str(tmp_path)])
+@pytest.mark.parametrize("world", ["deep_funnel", "covariate_shift"])
+def test_a_probe_that_needs_trained_runs_says_so(world, tiny_world, tmp_path):
+    with pytest.raises(SystemExit, match="needs --processed"):
+        main(["--world", world, "--data", str(tiny_world), "--out", str(tmp_path)])
+
+
+def test_held_out_r2_is_high_for_a_linear_target_and_near_zero_for_noise():
+    from benchmarks.mechanism_probe import held_out_r2
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(4000, 5))
+    assert held_out_r2(x, x @ np.arange(1.0, 6.0) + 0.1 * rng.normal(size=4000)) > 0.99
+    assert abs(held_out_r2(x, rng.normal(size=4000))) < 0.02
+
+
+def test_spearman_and_the_decile_ratio_on_a_known_monotone_relation():
+    from benchmarks.mechanism_probe import decile_ratio, spearman
+    rng = np.random.default_rng(0)
+    u = rng.random(10_000)
+    err = u ** 2
+    assert spearman(u, err) == pytest.approx(1.0)
+    assert decile_ratio(u, err) == pytest.approx((0.95 ** 2 + 1 / 1200) / (0.05 ** 2 + 1 / 1200),
+                                                 rel=0.1)
+    assert abs(spearman(u, rng.random(10_000))) < 0.05
+
+
+def test_the_deep_funnel_probe_reads_every_tower_of_a_trained_autoheri_run(
+        autoheri_run, small_processed, small_generated, tmp_path):
+    run_dir = autoheri_run[0]
+    assert main(["--world", "deep_funnel", "--data", small_generated, "--processed",
+                 small_processed, "--run", run_dir, "--rows", "4000",
+                 "--out", str(tmp_path)]) == 0
+    probe = json.loads((tmp_path / "probe.json").read_text())
+    (run,) = probe["runs"].values()
+    assert run["model"] == "autoheri" and probe["rows"] == 4000
+    assert run["r2_gain_upstream"] == pytest.approx(run["r2_all_towers"]
+                                                    - run["r2_purchase_tower"])
+    assert np.isfinite(run["r2_all_towers"]) and run["r2_all_towers"] <= 1
+    assert probe["r2_gain_upstream"]["mean"] == pytest.approx(run["r2_gain_upstream"])
+
+
+def test_the_covariate_shift_probe_measures_both_disagreements_of_a_student(
+        ukd_student_run, pseudolabelled, small_generated, tmp_path):
+    assert main(["--world", "covariate_shift", "--data", small_generated, "--processed",
+                 pseudolabelled, "--run", ukd_student_run, "--rows", "3000", "--draws", "2",
+                 "--out", str(tmp_path)]) == 0
+    probe = json.loads((tmp_path / "probe.json").read_text())
+    (run,) = probe["runs"].values()
+    assert run["head_dropout"] == 0.3 and run["model"] == "ukd"
+    for kind in ("kl", "logit"):
+        assert -1 <= run[kind]["spearman_u_error"] <= 1
+        assert run[kind]["decile_error_ratio"] > 0 and run[kind]["median_u"] > 0
+    assert probe["best_setting"]["u"] in ("kl", "logit")
+    assert 0 < probe["unclicked_rows"] < probe["rows"] == 3000
