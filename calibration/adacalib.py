@@ -112,6 +112,10 @@ class AdaCalibConfig:
             cross-entropy (candidates need ``heldout_min_positives`` positives per bucket).
         heldout_min_positives: the fewest positives per bucket a candidate needs in
             ``"heldout"`` mode.
+        shrinkage: ``False`` turns the shrinkage toward the global function off (issue 33: it
+            stays an option, measured on and off): each seen value gets its own level,
+            ``positives / expected`` exactly, and a value with buckets its own function alone
+            (``shrink_level`` and ``shrink_shape`` are then unused).
         feature_set: the bucket statistics the key-point MLP sees: ``"all"``; ``"posterior"``
             (the posterior rate and its gap to the prediction, with the bucket geometry, no
             counts); ``"geometry"`` (bucket boundaries and width only: an ablation without
@@ -135,6 +139,7 @@ class AdaCalibConfig:
     bucket_mode: str = "rule"
     heldout_min_positives: int = 3
     feature_set: str = "all"
+    shrinkage: bool = True
 
     def __post_init__(self):
         object.__setattr__(self, "bucket_candidates", tuple(self.bucket_candidates))
@@ -165,6 +170,8 @@ class AdaCalibConfig:
                     self.heldout_min_positives)
         check_param(self.feature_set in FEATURE_SETS, "feature_set",
                     f"one of {sorted(FEATURE_SETS)}", self.feature_set)
+        check_param(isinstance(self.shrinkage, bool), "shrinkage", "true or false",
+                    self.shrinkage)
 
 
 def choose_buckets(n_pos: float, candidates: Tuple[int, ...], min_pos: int) -> int:
@@ -541,8 +548,12 @@ def _per_value_stage(field: str, x: np.ndarray, y: np.ndarray, col: np.ndarray, 
     g_all = np.interp(x, gx, gy)
     expected = np.bincount(code, weights=sigmoid(g_all), minlength=len(vals))
     observed = np.bincount(code, weights=y, minlength=len(vals))
-    tau = (empirical_bayes_strength(observed, expected, cfg.shrink_level_min)
-           if cfg.shrink_level == "auto" else float(cfg.shrink_level))
+    if not cfg.shrinkage:
+        tau = 0.0
+    elif cfg.shrink_level == "auto":
+        tau = empirical_bayes_strength(observed, expected, cfg.shrink_level_min)
+    else:
+        tau = float(cfg.shrink_level)
     xs_out, ys_out, mults, weights = [], [], {}, {}
     start = 0
     for v, c in zip(vals, counts):
@@ -554,7 +565,7 @@ def _per_value_stage(field: str, x: np.ndarray, y: np.ndarray, col: np.ndarray, 
         if int(v) in own:
             grp, key = own[int(v)]
             fx, fy = with_tails(grp.knots, key, lo, hi)     # same ends as the global
-            w = n_pos / (n_pos + cfg.shrink_shape)
+            w = n_pos / (n_pos + cfg.shrink_shape) if cfg.shrinkage else 1.0
             kx = np.union1d(gx, fx)
             ky = (1 - w) * (np.interp(kx, gx, gy) + o) + w * np.interp(kx, fx, fy)
         else:

@@ -124,6 +124,26 @@ def test_value_with_few_positives_is_shrunk_toward_the_global_function(cal_data)
     assert np.all(own > glob) and np.all(own < 1.6 * glob)
 
 
+def test_without_shrinkage_each_value_gets_its_own_level_and_its_own_function(cal_data):
+    (p, y, f), _ = cal_data
+    f = dict(f)
+    app = f["app_id"].copy()
+    rare = np.flatnonzero(y == 1)[:5]
+    app[rare] = 99                                            # 5 rows, 5 positives
+    f["app_id"] = app
+    cal = make_calibrator("adacalib", ("app_id",), AdaCalibConfig(shrinkage=False)).fit(p, y, f)
+    meta = cal.spec_["meta"]
+    assert meta["shrink_level"]["app_id"] == 0.0
+    # the level multiplier is the raw positives / expected, here far above the shrunk 1.5
+    assert meta["level_multiplier"]["app_id"]["99"] > 5.0
+    # values with buckets use their own function alone
+    weights = meta["shape_weight"]["app_id"]
+    assert all(weights[v] == 1.0 for v in meta["buckets"]["app_id"] if v != "global")
+    shrunk = make_calibrator("adacalib", ("app_id",), AdaCalibConfig()).fit(p, y, f)
+    assert all(0 < w < 1 for v, w in shrunk.spec_["meta"]["shape_weight"]["app_id"].items()
+               if v in shrunk.spec_["meta"]["buckets"]["app_id"])
+
+
 def test_empirical_bayes_strength_follows_the_spread_beyond_poisson_noise():
     from calibration.adacalib import empirical_bayes_strength
     rng = np.random.default_rng(0)
