@@ -38,9 +38,11 @@ nothing about the purchase that its own tower lacks: no edge can help.
 ``--run`` students trained at the settings to compare, e.g. head dropout 0.1 / 0.3 / 0.5 and KL
 weight 0 / 1): on the unclicked rows among the first ``--rows`` validation rows, the Spearman
 correlation between each student's head disagreement ``u`` (mean of ``--draws`` dropout draws;
-both the paper's KL and the level-free logit gap) and the teacher's absolute error against the
-truth ``|teacher_pcvr - p_purchase_given_click|``, and the mean error of the top ``u`` decile over
-the bottom one. The headline ``spearman_u_error`` / ``decile_error_ratio`` are the best
+both the paper's KL and the level-free logit gap) and the teacher's error against the truth, and
+the mean error of the top ``u`` decile over the bottom one. The error is
+``KL(truth || teacher_pcvr)`` (``*_kl``, the headline: the excess distillation loss a wrong soft
+label costs its row, so it does not grow with the pCVR level as the absolute error does) and
+``|teacher_pcvr - truth|`` (``*_abs``). The headline ``spearman_u_error`` / ``decile_error_ratio`` are the best
 setting's (named in ``best_setting``): below 0.2 / 1.5, ``u`` does not find the bad
 pseudo-labels and no lambda can help.
 """
@@ -305,7 +307,13 @@ def covariate_shift(args) -> Dict[str, Any]:
     except (KeyError, ValueError) as e:
         raise SystemExit(f"{data.root}: no teacher_pcvr column (run models.pseudolabel "
                          f"first): {e}")
-    error = np.abs(teacher.astype(np.float64) - context[TRUTH].to_numpy(np.float64))
+    t_hat = np.clip(teacher.astype(np.float64), 1e-7, 1 - 1e-7)
+    truth = np.clip(context[TRUTH].to_numpy(np.float64), 1e-7, 1 - 1e-7)
+    errors = {
+        # the excess distillation loss a wrong soft label costs the row: KL(truth || teacher)
+        "kl": truth * np.log(truth / t_hat) + (1 - truth) * np.log((1 - truth) / (1 - t_hat)),
+        "abs": np.abs(t_hat - truth),
+    }
     unclicked = context[CLICK].to_numpy() == 0
     _, targets, schema = features_and_targets(data)
     runs = {}
@@ -322,16 +330,22 @@ def covariate_shift(args) -> Dict[str, Any]:
             u, click = head_disagreement(model, dataset, 8192, args.draws, args.rows, kind)
             if not np.array_equal(click, context[CLICK].to_numpy()[:len(u)]):
                 raise RuntimeError(f"{run}: disagreement rows and label rows are not aligned")
-            uu, ee = u[unclicked[:len(u)]], error[:len(u)][unclicked[:len(u)]]
-            res[kind] = {"spearman_u_error": spearman(uu, ee),
-                         "decile_error_ratio": decile_ratio(uu, ee),
-                         "median_u": float(np.median(uu))}
+            keep = unclicked[:len(u)]
+            uu = u[keep]
+            res[kind] = {"median_u": float(np.median(uu))}
+            for err_kind, err in errors.items():
+                ee = err[:len(u)][keep]
+                res[kind][f"spearman_u_error_{err_kind}"] = spearman(uu, ee)
+                res[kind][f"decile_error_ratio_{err_kind}"] = decile_ratio(uu, ee)
+            res[kind]["spearman_u_error"] = res[kind]["spearman_u_error_kl"]
+            res[kind]["decile_error_ratio"] = res[kind]["decile_error_ratio_kl"]
         runs[portable_path(run, os.path.basename(os.path.normpath(run)))] = res
     best = max(runs.values(), key=lambda r: max(r["kl"]["spearman_u_error"],
                                                 r["logit"]["spearman_u_error"]))
     kind = max(("kl", "logit"), key=lambda k: best[k]["spearman_u_error"])
     return {"rows": int(len(context)), "unclicked_rows": int(unclicked.sum()),
-            "teacher_error_mean": float(error[unclicked].mean()), "runs": runs,
+            "teacher_error_mean": {k: float(e[unclicked].mean()) for k, e in errors.items()},
+            "runs": runs,
             "spearman_u_error": best[kind]["spearman_u_error"],
             "decile_error_ratio": best[kind]["decile_error_ratio"],
             "best_setting": {"head_dropout": best["head_dropout"],

@@ -145,7 +145,11 @@ def test_the_covariate_shift_probe_measures_both_disagreements_of_a_student(
     (run,) = probe["runs"].values()
     assert run["head_dropout"] == 0.3 and run["model"] == "ukd"
     for kind in ("kl", "logit"):
-        assert -1 <= run[kind]["spearman_u_error"] <= 1
-        assert run[kind]["decile_error_ratio"] > 0 and run[kind]["median_u"] > 0
+        for err in ("kl", "abs"):
+            assert -1 <= run[kind][f"spearman_u_error_{err}"] <= 1
+            assert run[kind][f"decile_error_ratio_{err}"] > 0
+        assert run[kind]["spearman_u_error"] == run[kind]["spearman_u_error_kl"]
+        assert run[kind]["median_u"] > 0
     assert probe["best_setting"]["u"] in ("kl", "logit")
+    assert set(probe["teacher_error_mean"]) == {"kl", "abs"}
     assert 0 < probe["unclicked_rows"] < probe["rows"] == 3000
