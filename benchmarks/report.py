@@ -932,6 +932,77 @@ def worlds_report(directory: str, title: str, ratios: bool = True,
     return render
 
 
+MECHANISMS_DIR = "mechanisms_2026-12-06"
+DEEP_FUNNEL_NOTE = ("Here the baselines are `autoheri_none` (the chain without edges) and "
+                    "ESMM; `autoheri` is the searched network with issue 33's fixes on. Naive, "
+                    "ESCM2-IPS, MMoE and UKD were not run on this world.")
+COVARIATE_SHIFT_NOTE = ("Here the baselines are `ukd_base` (the same student, weight 1) and "
+                        "ESMM. Naive, ESCM2-IPS, MMoE and AutoHERI were not run on this world.")
+#: Each mechanism world's probe files (``benchmarks.mechanism_probe``), in page order.
+PROBE_FIGURES = {
+    "deep_funnel": ("by_model.autoheri_all.r2_gain_upstream",
+                    "by_model.autoheri_none.r2_gain_upstream",
+                    "by_model.autoheri_all.r2_purchase_tower",
+                    "by_model.autoheri_none.r2_purchase_tower", "auc_all_minus_none"),
+    "covariate_shift": ("spearman_u_error", "decile_error_ratio", "best_setting"),
+    "long_tail_slots": ("floor_field_rce", "oracle_global_field_rce", "oracle_field_rce",
+                        "oracle_truth_field_rce", "oracle_ratio"),
+}
+
+
+def _probe_value(value) -> str:
+    if isinstance(value, Mapping) and "mean" in value:
+        return mean_std([value["mean"]], 4) if not value.get("std") else \
+            f"{value['mean']:.4f} ± {value['std']:.4f}"
+    if isinstance(value, Mapping):
+        return ", ".join(f"{k}: {_probe_value(v)}" for k, v in value.items())
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def render_mechanism_probes(ctx: Context) -> str:
+    """The headroom probes of the mechanism worlds: one row per probe file."""
+    base = ctx.model_dir(MECHANISMS_DIR) / "probes"
+    rows = []
+    for path in sorted(base.glob("*.json")):
+        probe = ctx.json(path)
+        for key in PROBE_FIGURES[probe["world"]]:
+            value: Any = probe
+            for part in key.split("."):
+                value = value.get(part) if isinstance(value, Mapping) else None
+            if value is not None:
+                rows.append([path.stem, key, _probe_value(value)])
+    return "\n".join([
+        "#### Headroom probes (`benchmarks.mechanism_probe`)", "",
+        f"Source `{ctx.rel(base)}/*.json`; date {_date_of(MECHANISMS_DIR)}; measured from the "
+        "ground truth, independently of the method (docs/worlds.md). Baseline: for "
+        "`long_tail_slots`, the global oracle; for `deep_funnel`, the purchase tower alone.",
+        "", markdown_table(["probe", "figure", "value"], rows)])
+
+
+def render_long_tail_calibration(ctx: Context) -> str:
+    """Truth-based and label-based Field-RCE on the placement field, per world and method."""
+    result = ctx.json(ctx.model_dir(MECHANISMS_DIR) / "long_tail_slots" / "worlds.json")
+    worlds = list(result["worlds"])
+    methods = list(result["worlds"][worlds[0]]["methods"])
+    rows = []
+    for m in methods:
+        row = [m]
+        for w in worlds:
+            agg = result["worlds"][w]["methods"].get(m, {})
+            for key in ("field_rce_truth_slot_id", "field_rce_slot_id"):
+                row.append(mean_std(agg[key]["values"]) if key in agg else "-")
+        rows.append(row)
+    header = ["method"] + [f"{w}: {k}" for w in worlds for k in ("vs truth", "vs labels")]
+    return "\n".join([
+        "#### `long_tail_slots`: calibration on the placement field (`slot_id`)", "",
+        f"Source `{result.source}`; date {_date_of(MECHANISMS_DIR)}; Field-RCE by `slot_id` on "
+        "the clicked test rows, against the truth (`field_rce_truth_slot_id`) and against the "
+        "labels, mean ± std over 3 ESMM seeds (`calibration.worlds --field slot_id`)"
+        + (f"; never tuned on: {result['holdout']}" if result.get("holdout") else "")
+        + ". Baseline: the best global method (platt, isotonic, histogram, sir, gamma).",
+        "", markdown_table(header, rows)])
+
+
 REPLAY_DIR = "replay_4m_2026-12-01"
 REPLAY_REGIMES = (("cpa_bound", "CPA-bound"), ("budget_bound", "budget-bound"))
 
@@ -1310,6 +1381,19 @@ SECTIONS: Tuple[Section, ...] = (
                       "Per-app shape drift (`calibration_shapes.yaml`)", ratios=False),
         worlds_report("calibration_candidates_2026-11-30",
                       "Candidates tried for the extension", ratios=False),
+    )),
+    Section("mechanisms", "Mechanism worlds (issue 33)", (
+        render_mechanism_probes,
+        model_report(f"{MECHANISMS_DIR}/deep_funnel_seed7",
+                     "`deep_funnel` (AutoHERI), generator seed 7", DEEP_FUNNEL_NOTE),
+        model_report(f"{MECHANISMS_DIR}/deep_funnel_seed59",
+                     "`deep_funnel`, generator seed 59 (never tuned on)", DEEP_FUNNEL_NOTE),
+        model_report(f"{MECHANISMS_DIR}/covariate_shift_seed7",
+                     "`covariate_shift` (UKD), generator seed 7", COVARIATE_SHIFT_NOTE),
+        model_report(f"{MECHANISMS_DIR}/covariate_shift_seed59",
+                     "`covariate_shift`, generator seed 59 (never tuned on)",
+                     COVARIATE_SHIFT_NOTE),
+        render_long_tail_calibration,
     )),
     Section("replay_quality", "oCPX bidding replay", (render_replay_quality,)),
     Section("sources", "Sources", (render_sources,), level=2),
