@@ -15,15 +15,17 @@ Writes ``DIR/probe.json`` (atomic) with ``world`` and the probe's figures, and p
   floor under which no calibrator can be judged by the labels.
 - with ``--run``: on the clicked test rows of each run, the truth-based Field-RCE
   (``models.metrics.field_rce_truth``) of the uncalibrated predictions and of oracles fitted
-  on the test day itself, each a logistic fit of ``a * logit(p) + b`` (level and sharpness):
-  ``oracle_global_field_rce``, one function for all rows fitted on the labels (what any global
-  calibrator can reach at best); ``oracle_field_rce``, one per field value fitted on the
-  **labels** (values with fewer than ``--min-positives`` purchases keep the global one: what a
-  per-value calibrator with one day's labels can reach at best); ``oracle_truth_field_rce``, one
-  per value fitted on the **true probabilities** (values with at least ``--min-rows`` clicked
-  rows: the whole per-value headroom, free of label noise). ``oracle_ratio`` is
-  ``oracle_field_rce / oracle_global_field_rce``: near 1 means a day's labels leave no per-value
-  distortion that a per-value calibrator could find.
+  on the test day itself, each a logistic fit of ``a * logit(p) + b`` (level and sharpness),
+  fitted on one half of the day's clicked rows and judged on the other (2-fold, averaged: a
+  per-value fit judged on its own rows would match each value's total by construction):
+  ``oracle_global_field_rce``, one function for all rows fitted on the labels (what a global
+  calibrator can reach); ``oracle_field_rce``, one per field value fitted on the **labels**
+  (values with fewer than ``--min-positives`` purchases in the fitting half keep the global
+  one: what a per-value level-and-shape correction from half a day's labels reaches);
+  ``oracle_truth_field_rce``, one per value fitted on the **true probabilities** (values with
+  at least ``--min-rows`` clicked rows in the fitting half: the per-value headroom free of label
+  noise). ``oracle_ratio`` is ``oracle_field_rce / oracle_global_field_rce``: near 1 means the
+  day's labels leave no per-value distortion that a per-value calibrator could find.
 
 ``deep_funnel`` (AutoHERI; ``--processed`` and ``--run`` with AutoHERI-family runs): on the
 first ``--rows`` test rows (all impressions), the held-out R² (ridge, fitted on the first half,
@@ -75,14 +77,18 @@ def _logit(p: np.ndarray) -> np.ndarray:
     return np.log(p) - np.log1p(-p)
 
 
-def platt_per_group(p: np.ndarray, t: np.ndarray, groups: np.ndarray, iters: int = 50,
-                    ridge: float = 1e-6) -> np.ndarray:
+def fit_platt(p: np.ndarray, t: np.ndarray, groups: np.ndarray, iters: int = 50,
+              ridge: float = 1e-6):
     """Per group, the ``a * logit(p) + b`` closest to the targets ``t`` (labels or true
-    probabilities) in cross-entropy (Newton, all groups at once); returns the fitted
-    probabilities. The probe fits it on the rows it judges (an oracle, not a calibrator)."""
+    probabilities) in cross-entropy (Newton, all groups at once).
+
+    Returns:
+        ``(values, a, b)``: the sorted group values and their coefficients.
+    """
     x = _logit(p)
-    codes = np.unique(groups, return_inverse=True)[1].reshape(-1)
-    k = int(codes.max()) + 1 if len(codes) else 0
+    values, codes = np.unique(groups, return_inverse=True)
+    codes = codes.reshape(-1)
+    k = len(values)
     a, b = np.ones(k), np.zeros(k)
 
     def sums(w):
@@ -98,9 +104,27 @@ def platt_per_group(p: np.ndarray, t: np.ndarray, groups: np.ndarray, iters: int
         da = np.where(ok, (hbb * ga - hab * gb) / np.where(ok, det, 1.0), 0.0)
         db = np.where(ok, (haa * gb - hab * ga) / np.where(ok, det, 1.0), 0.0)
         a, b = a - np.clip(da, -2, 2), b - np.clip(db, -5, 5)
-        if np.max(np.abs(da)) < 1e-9 and np.max(np.abs(db)) < 1e-9:
+        if np.max(np.abs(da), initial=0.0) < 1e-9 and np.max(np.abs(db), initial=0.0) < 1e-9:
             break
-    return _sigmoid(a[codes] * x + b[codes])
+    return values, a, b
+
+
+def apply_platt(p: np.ndarray, groups: np.ndarray, fitted, fallback=None) -> np.ndarray:
+    """``fit_platt``'s functions applied to ``p`` by group; a group it has not seen uses
+    ``fallback`` (another ``fit_platt`` result with one group) or the identity."""
+    values, a, b = fitted
+    x = _logit(p)
+    pos = np.clip(np.searchsorted(values, groups), 0, max(len(values) - 1, 0))
+    seen = (values[pos] == groups) if len(values) else np.zeros(len(p), dtype=bool)
+    fa, fb = (fallback[1][0], fallback[2][0]) if fallback is not None else (1.0, 0.0)
+    coef_a = np.where(seen, a[pos] if len(values) else fa, fa)
+    coef_b = np.where(seen, b[pos] if len(values) else fb, fb)
+    return _sigmoid(coef_a * x + coef_b)
+
+
+def platt_per_group(p: np.ndarray, t: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """``fit_platt`` fitted and applied on the same rows (the fitted probabilities)."""
+    return apply_platt(p, groups, fit_platt(p, t, groups))
 
 
 def test_day_frame(gen_dir: str, fields: Sequence[str]) -> Dict[str, np.ndarray]:
@@ -143,25 +167,35 @@ def long_tail_slots(args) -> Dict[str, Any]:
             fr = cached_frame(run, args.processed, "test", fields, clicked_only=True)
             p, t = fr["pcvr"], fr[TRUTH]
             res: Dict[str, Any] = {}
+            y = fr[PURCHASE].astype(np.float64)
+            # 2-fold on the test day: fit on one half of the rows, judge on the other
+            fold = np.random.default_rng(0).permutation(len(p)) % 2
             for f in fields:
                 g = np.asarray(fr[f])
-                counts = np.bincount(np.unique(g, return_inverse=True)[1].reshape(-1))
-                big = counts[np.unique(g, return_inverse=True)[1].reshape(-1)] >= args.min_rows
-                zeros = np.zeros(len(p), dtype=np.int64)
-                y = fr[PURCHASE].astype(np.float64)
-                q_glob = platt_per_group(p, y, zeros)
-                codes = np.unique(g, return_inverse=True)[1].reshape(-1)
-                enough = np.bincount(codes, weights=y)[codes] >= args.min_positives
-                q_val = np.where(enough, platt_per_group(p, y, np.where(enough, g, -1)), q_glob)
-                q_truth = np.where(big, platt_per_group(p, t, np.where(big, g, -1)),
-                                   platt_per_group(p, t, zeros))
-                res[f] = {
-                    "uncalibrated_field_rce_truth": field_rce_truth(t, p, g),
-                    "oracle_global_field_rce": field_rce_truth(t, q_glob, g),
-                    "oracle_field_rce": field_rce_truth(t, q_val, g),
-                    "oracle_truth_field_rce": field_rce_truth(t, q_truth, g),
-                    "uncalibrated_field_rce": field_rce(fr[PURCHASE], p, g),
-                }
+                sums = {k: 0.0 for k in ("oracle_global_field_rce", "oracle_field_rce",
+                                         "oracle_truth_field_rce",
+                                         "uncalibrated_field_rce_truth")}
+                for half in (0, 1):
+                    fit, judge = fold == half, fold != half
+                    one = np.zeros(int(fit.sum()), dtype=np.int64)
+                    glob = fit_platt(p[fit], y[fit], one)
+                    glob_truth = fit_platt(p[fit], t[fit], one)
+                    codes = np.unique(g[fit], return_inverse=True)[1].reshape(-1)
+                    enough = np.bincount(codes, weights=y[fit])[codes] >= args.min_positives
+                    big = np.bincount(codes)[codes] >= args.min_rows
+                    own = fit_platt(p[fit][enough], y[fit][enough], g[fit][enough])
+                    own_truth = fit_platt(p[fit][big], t[fit][big], g[fit][big])
+                    pj, tj, gj = p[judge], t[judge], g[judge]
+                    zeros = np.zeros(len(pj), dtype=np.int64)
+                    sums["oracle_global_field_rce"] += field_rce_truth(
+                        tj, apply_platt(pj, zeros, glob), gj)
+                    sums["oracle_field_rce"] += field_rce_truth(
+                        tj, apply_platt(pj, gj, own, fallback=glob), gj)
+                    sums["oracle_truth_field_rce"] += field_rce_truth(
+                        tj, apply_platt(pj, gj, own_truth, fallback=glob_truth), gj)
+                    sums["uncalibrated_field_rce_truth"] += field_rce_truth(tj, pj, gj)
+                res[f] = {k: v / 2.0 for k, v in sums.items()}
+                res[f]["uncalibrated_field_rce"] = field_rce(y, p, g)
                 res[f]["oracle_ratio"] = (res[f]["oracle_field_rce"]
                                           / max(res[f]["oracle_global_field_rce"], 1e-12))
             runs[portable_path(run, os.path.basename(os.path.normpath(run)))] = res
@@ -390,9 +424,11 @@ def main(argv=None) -> int:
     parser.add_argument("--min-positives", type=int, default=10,
                         help="test purchases a value needs for its own label-fitted oracle")
     args = parser.parse_args(argv)
+    command = list(sys.argv[1:] if argv is None else argv)
     result = {"world": args.world, **PROBES[args.world](args),
               "data": portable_path(args.data, "GEN_DIR"),
-              "command": portable_command(["python", "-m", "benchmarks.mechanism_probe", *sys.argv[1:]])}
+              "command": portable_command(["python", "-m", "benchmarks.mechanism_probe",
+                                           *command])}
     os.makedirs(args.out, exist_ok=True)
     atomic_write_text(os.path.join(args.out, "probe.json"), json.dumps(result, indent=2) + "\n")
     print_table("benchmarks.mechanism_probe", _summary_rows(result))

@@ -114,7 +114,8 @@ class AdaCalibConfig:
             ``"heldout"`` mode.
         shrinkage: ``False`` turns the shrinkage toward the global function off (issue 33: it
             stays an option, measured on and off): each seen value gets its own level,
-            ``positives / expected`` exactly, and a value with buckets its own function alone
+            ``positives / expected`` exactly (a seen value without a positive is driven to a
+            probability near 0), and a value with buckets its own function alone
             (``shrink_level`` and ``shrink_shape`` are then unused).
         feature_set: the bucket statistics the key-point MLP sees: ``"all"``; ``"posterior"``
             (the posterior rate and its gap to the prediction, with the bucket geometry, no
@@ -535,7 +536,8 @@ def _per_value_stage(field: str, x: np.ndarray, y: np.ndarray, col: np.ndarray, 
     """The exported stage of one field: per value, the blend
     ``(1 - w) (g + o) + w f`` of the global function ``g`` shifted to the value's shrunk level
     ``o`` and the value's own key-point function ``f`` (when it has buckets), with weight
-    ``w = pos / (pos + shrink_shape)``. A convex blend of non-decreasing piecewise-linear
+    ``w = pos / (pos + shrink_shape)`` (``w = 1`` and no level prior with ``shrinkage`` off).
+    A convex blend of non-decreasing piecewise-linear
     functions is non-decreasing and piecewise linear on the union of their knots, so it is
     exported exactly as knots. Every seen value gets a function; unseen ones the global."""
     lo, hi = glob.knots[0] - cfg.tail_width, glob.knots[-1] + cfg.tail_width

@@ -36,8 +36,8 @@ class AutoHERIConfig(FamilyConfig):
         edge_init: every edge's starting probability.
         temperature: ``p = sigmoid(a / temperature)`` at the start of the search.
         temperature_final: the temperature at the end of the search, reached geometrically
-            over the search's planned steps (equal to ``temperature``: constant, the earlier
-            behaviour). A falling temperature pushes the gates toward 0 or 1, so that the
+            over the search's planned steps (0, the default, or equal to ``temperature``:
+            constant, the earlier behaviour). A falling temperature pushes the gates toward 0 or 1, so that the
             derived network is the searched one (issue 33).
         zero_init_projections: the edges' projections ``P_ij`` start at zero (instead of
             Glorot-random), so that every edge starts as the edge-less chain and adds only
@@ -82,10 +82,10 @@ class AutoHERIConfig(FamilyConfig):
         check_param(0.0 < self.edge_init < 1.0, "autoheri_edge_init", "in (0, 1)",
                     self.edge_init)
         check_param(self.temperature > 0, "autoheri_temperature", "> 0", self.temperature)
-        if self.temperature_final == 0.0:      # not given: constant temperature
-            object.__setattr__(self, "temperature_final", self.temperature)
-        check_param(0 < self.temperature_final <= self.temperature,
-                    "autoheri_temperature_final", f"in (0, temperature={self.temperature}]",
+        check_param(self.temperature_final == 0.0
+                    or 0 < self.temperature_final <= self.temperature,
+                    "autoheri_temperature_final",
+                    f"0 (constant) or in (0, temperature={self.temperature}]",
                     self.temperature_final)
         check_param(0.0 <= self.search_epochs <= 50.0, "autoheri_search_epochs",
                     "in [0, 50] (0: use autoheri_search_fraction)", self.search_epochs)
@@ -104,6 +104,11 @@ class AutoHERIConfig(FamilyConfig):
                     ">= 1 when autoheri_derive is topk", self.top_k)
         check_param(self.random_edges >= 0, "autoheri_random_edges", ">= 0", self.random_edges)
         check_param(self.ctcart_weight >= 0, "ctcart_weight", ">= 0", self.ctcart_weight)
+
+    @property
+    def end_temperature(self) -> float:
+        """The temperature at the end of the search (``temperature`` when constant)."""
+        return self.temperature_final or self.temperature
 
     def settings(self) -> dict:
         """The flat ``autoheri_*`` fields (and the CTCART weight) recorded with an

@@ -83,7 +83,7 @@ class AutoHERI(CVRModel):
     def temperature(self) -> tf.Tensor:
         """``T`` now: ``temperature * (temperature_final / temperature) ** progress`` with
         ``progress`` the share of the planned steps done (constant without a schedule)."""
-        t0, t1 = self.options.temperature, self.options.temperature_final
+        t0, t1 = self.options.temperature, self.options.end_temperature
         if t1 == t0 or getattr(self, "optimizer", None) is None:
             return tf.constant(t0, tf.float32)
         progress = tf.minimum(1.0, tf.cast(self.optimizer.iterations, tf.float32)

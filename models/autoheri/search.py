@@ -52,6 +52,8 @@ def search_train_config(train_config, model_config, rows: int):
     options = model_config.family(AutoHERIConfig)
     if options.search_epochs:
         steps = max(1, math.ceil(options.search_epochs * steps_per_epoch))
+        if train_config.max_steps:
+            steps = min(steps, train_config.max_steps)
     else:
         steps = max(1, math.ceil(options.search_fraction * planned))
     return replace(train_config, epochs=max(1, -(-steps // steps_per_epoch)), max_steps=steps)

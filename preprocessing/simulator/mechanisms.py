@@ -2,15 +2,17 @@
 
 Each is a pure function of the generator seed and of what an impression already has (its user,
 item, category, app, day), except the placement draw, which takes its uniforms from the block's
-RNG *after* every default draw: with the option off nothing is computed or drawn, and the
-default world's output is the same bit for bit (``tests/preprocessing/test_generate.py``,
-``DEFAULT_DIGEST``).
+RNG after every draw of the features (the label uniforms come after it, so with placements on
+the labels are other draws of the same probabilities). With an option off nothing is computed
+or drawn, and the default world's output is the same bit for bit
+(``tests/preprocessing/conftest.py``, ``DEFAULT_DIGEST``).
 
 - ``InteractionNet`` (world ``deep_funnel``): a hidden user x item match ``g``, a random
   two-layer ReLU network over what the advertiser observes of the user and the item (age,
   gender, city tier, purchase power, recent categories; category, price), with its best linear
-  readout of those inputs removed and scaled to unit variance, so that no linear function of
-  the features recovers it. It enters the click, cart and buy logits
+  readout of those inputs (as the network encodes them, on random users and items) removed and
+  scaled to unit variance, so that little of it is linear in the features (a model still
+  learns main effects per feature value through its embeddings). It enters the click, cart and buy logits
   (``GeneratorConfig.interaction``).
 - ``segment_offsets`` (world ``covariate_shift``): a click offset per user segment (purchase
   power x city tier) and per category, and an independent conversion offset per cell (segment x

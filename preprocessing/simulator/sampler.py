@@ -15,7 +15,7 @@ Traffic per impression:
   offset on that day, ``cvr_offset + cvr_trend * (day - (days - 1) / 2)`` (``funnel.py``);
 - a hidden purchase need ``n ~ N(0, 1)``, only when a need effect is non-zero (``funnel.py``);
 - the mechanism worlds' terms (``mechanisms.py``), only when their options are on; the placement
-  field draws its uniforms after everything else.
+  field draws its uniforms after the features (before the label uniforms).
 
 Labels: three uniforms per impression give the counterfactual chain
 ``cart_cf = u1 < p_cart|click`` and ``purchase_cf = cart_cf and u2 < p_buy|cart``: what would
@@ -241,7 +241,8 @@ class ImpressionSampler:
                 user.features["user_city_tier"], item.category)
             click, buy = click + click_off, buy + buy_off
         if self.placements is not None:
-            # the last draw of the block: the default stream is untouched
+            # after every feature draw (the label uniforms follow): the default stream is
+            # untouched
             placement = self.placements.draw(rng.random(n), app)
             if self.placement_centre is None:         # the pilot sample, drawn first
                 self.placement_centre = (float(cart.mean()), float(buy.mean()))

@@ -26,11 +26,9 @@ def _table_digest(sampler) -> str:
 
 
 #: The digest of the default simulator's output (seed 11, 30k rows, 20k pilot rows) before the
-#: sharpness option existed (2026-11-30): every new effect (the sharpness trend, the hidden
-#: need) is 0 by default.
+#: sharpness option existed (2026-11-30): every optional effect since (the sharpness trend, the
+#: hidden need, the mechanism worlds' options) is off by default.
 DEFAULT_DIGEST = "dee271f380935aaadd55db6ac928b4b84fe667e86f36aecc11ec35c7ade35188"
-
-
 
 
 @pytest.fixture
