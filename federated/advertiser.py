@@ -55,7 +55,8 @@ class AdvertiserParty:
         self.config = config
         self.data = {s: PartyData.load(config.data, s) for s in SPLITS}
         self.targets = [t for t in ("click", "cart", "purchase") if t in self.data["train"].labels]
-        self.psi = AL.AdvertiserPsi(self.data)
+        self.psi = AL.AdvertiserPsi(self.data, config.psi_max_peer_rows)
+        self.media_set_sizes: Dict[str, int] = {}
         self.alignments: Dict[str, AL.Alignment] = {}
         for split in SPLITS:
             path = AL.cache_path(config.out, split)
@@ -82,6 +83,13 @@ class AdvertiserParty:
         """The digests of the cached alignments (empty when there are none)."""
         return {"digests": {s: a.digest for s, a in self.alignments.items()}}, {}
 
+    def psi_start(self, header, arrays):
+        """Open one split's PSI for the media's announced set size (once per split and
+        session; ``federated.alignment.AdvertiserPsi``)."""
+        self.psi.start(header["split"], header["size"])
+        log.info("PSI %s: the media announced %s ids", header["split"], header["size"])
+        return {}, {}
+
     def psi_reblind(self, header, arrays):
         """H(x)^ab for a chunk of the media's points."""
         return {}, {"points": self.psi.reblind(header["split"], int(header["offset"]),
@@ -102,6 +110,7 @@ class AdvertiserParty:
         """Finish one split's PSI: cache the alignment (a new one invalidates the trainer)."""
         split = header["split"]
         result = self.psi.finish(split)
+        self.media_set_sizes[split] = self.psi.finished[split]
         os.makedirs(os.path.join(self.config.out, "psi"), exist_ok=True)
         result.save(AL.cache_path(self.config.out, split), self.data[split])
         self.alignments[split] = result
@@ -261,6 +270,7 @@ class AdvertiserParty:
         report = {
             "party": ADVERTISER, "config": self.config.to_dict(),
             "intersection": {s: len(a) for s, a in self.alignments.items()},
+            "media_set_size": self.media_set_sizes,
             **self.ckpts.state(), "total_steps": self.order.total_steps, **self.counts,
             "train_compute_seconds": self.train_seconds,
             "test": {k: float(v) for k, v in metrics.items()},
@@ -274,17 +284,23 @@ class AdvertiserParty:
 
     def handlers(self):
         """The service's methods, each serialised by one lock and stamping the last contact."""
-        table = {"PsiStatus": self.psi_status, "PsiReblind": self.psi_reblind,
+        table = {"PsiStatus": self.psi_status, "PsiStart": self.psi_start,
+                 "PsiReblind": self.psi_reblind,
                  "PsiFetch": self.psi_fetch, "PsiReturn": self.psi_return,
                  "PsiDone": self.psi_done, "Hello": self.hello, "Step": self.step,
                  "Embed": self.embed, "Finish": self.finish}
 
         def guarded(fn):
             def call(header, arrays):
+                import grpc
+                from federated.transport import ProtocolError
                 with self.lock:
                     self.last_contact = time.monotonic()
                     try:
                         return fn(header, arrays)
+                    except AL.PsiRefused as e:
+                        log.warning("refused: %s", e)
+                        raise ProtocolError(grpc.StatusCode.PERMISSION_DENIED, str(e)) from None
                     finally:
                         self.last_contact = time.monotonic()
             return call

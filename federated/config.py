@@ -16,6 +16,7 @@ A party's file::
     train: {...}                 # models.config.TrainConfig (both: batch size, rate, epochs)
     peer_timeout_s: 300          # how long a party waits for a gone peer before it gives up
     call_timeout_s: 120
+    psi_max_peer_rows: null      # advertiser: the most ids the media may announce for a PSI
 
 The ``split`` section and the train section's batch size, epochs and checkpoint interval are
 compared at the handshake: a party whose settings differ is refused with the differing keys.
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import yaml
 
@@ -96,12 +97,16 @@ class PartyConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     peer_timeout_s: float = 300.0
     call_timeout_s: float = 120.0
+    psi_max_peer_rows: Optional[int] = None
 
     def __post_init__(self):
         if self.party not in ROLES:
             raise ValueError(f"party must be one of {ROLES}, got {self.party!r}")
         if self.peer_timeout_s <= 0 or self.call_timeout_s <= 0:
             raise ValueError("peer_timeout_s and call_timeout_s must be > 0")
+        if self.psi_max_peer_rows is not None and self.psi_max_peer_rows < 0:
+            raise ValueError(f"psi_max_peer_rows must be >= 0 or null, "
+                             f"got {self.psi_max_peer_rows}")
         if ":" not in self.address:
             raise ValueError(f"address must be HOST:PORT, got {self.address!r}")
 

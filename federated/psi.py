@@ -1,16 +1,22 @@
-"""ECDH private set intersection (PSI) on X25519: the two parties find the ids they share, and
-align their rows on them, without revealing the ids outside the intersection.
+"""Diffie-Hellman private set intersection (PSI) on the prime-order group of NIST P-256, with
+the RFC 9380 hash to the curve: the two parties find the ids they share, and align their rows
+on them, without revealing the ids outside the intersection.
 
 The protocol is Diffie-Hellman PSI (Meadows, "A more efficient cryptographic matchmaking
 protocol for use in the absence of a continuously available third party", IEEE S&P 1986;
 Huberman, Franklin and Hogg, "Enhancing privacy and trust in electronic communities", ACM EC
-1999) on Curve25519 (Bernstein, "Curve25519: new Diffie-Hellman speed records", PKC 2006;
-RFC 7748), the construction of Alibaba's EFLS federated-learning framework (its ECDH PSI on
-Curve25519). Each party hashes its ids to curve points and raises them to its secret scalar;
-X25519 scalar multiplication commutes, ``X25519(a, X25519(b, u)) == X25519(b, X25519(a, u))``,
-so an id held by both parties gives the same *doubly-blinded* value on both sides, and nothing
-else can be matched without a secret key (decisional Diffie-Hellman assumption, semi-honest
+1999), the construction of Alibaba's EFLS framework (ECDH PSI), here on a prime-order group with
+a standard hash to it: ids go to curve points by RFC 9380's ``P256_XMD:SHA-256_SSWU_RO_``
+(``federated.hash_to_curve``, a random oracle to the group), and each party raises them to a
+secret scalar with OpenSSL's ECDH (``cryptography``), which also refuses any received value
+that is not a point of the group. ``k*(j*H(x))`` and ``j*(k*H(x))`` are the same point, so an id
+held by both parties gives the same *doubly-blinded* value on both sides; anything else needs a
+secret scalar to match (decisional Diffie-Hellman on P-256, random-oracle model, semi-honest
 parties).
+
+Values on the wire are 32-byte x-coordinates (the ECDH shared-secret encoding of SEC 1): ``P``
+and ``-P`` share one, and ``x(k*P) == x(k*(-P))``, so the protocol runs on the group modulo the
+sign without losing anything.
 
 Protocol (:func:`run_psi_in_memory` plays it in one process):
 
@@ -23,24 +29,27 @@ Protocol (:func:`run_psi_in_memory` plays it in one process):
    an order both parties reach without exchanging any id.
 
 Ids must be unique within a party (:meth:`EcdhPsiKey.blind` refuses duplicates): with
-duplicates the intersection would not pair rows one to one.
+duplicates the intersection would not pair rows one to one. Who may ask for what over the wire
+(one re-blinding per session, no more values than announced) is ``federated.alignment``'s.
 """
 
 from __future__ import annotations
 
-import hashlib
 import multiprocessing
 import numbers
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.asymmetric import ec
 
-#: Domain separation of the id hash: a version bump changes every hashed value.
-DOMAIN = b"extcvr-psi-v1\0"
+from federated.hash_to_curve import SUITE, encode_uncompressed, hash_to_curve_many
+
+#: The hash's domain separation tag (RFC 9380 section 3.1): a version bump changes every value.
+DST = b"extcvr-psi-v2-" + SUITE
 POINT_BYTES = 32
 #: Rows per chunk handed to a worker process.
 _CHUNK_ROWS = 8192
+_CURVE = ec.SECP256R1()
 
 
 def _canonical_id(i: int, value) -> bytes:
@@ -54,15 +63,20 @@ def _canonical_id(i: int, value) -> bytes:
                     f"got {type(value).__name__}")
 
 
-def hash_to_u(ids: Sequence) -> List[bytes]:
-    """Hash ids to 32-byte X25519 u-coordinates: SHA-256 of ``DOMAIN`` + the id's canonical
-    bytes (UTF-8 of a str, the decimal digits of an int, a bytes id as is; so ``42``, ``"42"``
-    and ``b"42"`` are the same id). X25519 ignores the top bit (RFC 7748, section 5).
+def canonical_ids(ids: Sequence) -> List[bytes]:
+    """Each id's bytes as hashed: UTF-8 of a str, the decimal digits of an int, a bytes id as
+    is (so ``42``, ``"42"`` and ``b"42"`` are the same id).
 
     Raises:
         TypeError: an id is not a str, int (including numpy integers) or bytes.
     """
-    return [hashlib.sha256(DOMAIN + _canonical_id(i, v)).digest() for i, v in enumerate(ids)]
+    return [_canonical_id(i, v) for i, v in enumerate(ids)]
+
+
+def hash_to_group(ids: Sequence) -> List[bytes]:
+    """Each id as a point of P-256 (SEC 1 uncompressed, 65 bytes): RFC 9380
+    ``hash_to_curve`` of its canonical bytes (:func:`canonical_ids`) under :data:`DST`."""
+    return [encode_uncompressed(p) for p in hash_to_curve_many(canonical_ids(ids), DST)]
 
 
 def _as_points(points: np.ndarray, what: str = "points") -> np.ndarray:
@@ -75,47 +89,56 @@ def _as_points(points: np.ndarray, what: str = "points") -> np.ndarray:
     return np.ascontiguousarray(points)
 
 
-def _multiply(key: X25519PrivateKey, data: bytes, first_row: int) -> bytes:
-    """X25519(key, u) for each 32-byte u of ``data``; rows are numbered from ``first_row``."""
-    exchange, point = key.exchange, X25519PublicKey.from_public_bytes
+def _multiply(key: ec.EllipticCurvePrivateKey, points: List[bytes], first_row: int) -> bytes:
+    """The x-coordinate of ``k * P`` for each SEC 1 encoded point ``P``; rows are numbered
+    from ``first_row``."""
+    exchange, decode, ecdh = key.exchange, ec.EllipticCurvePublicKey.from_encoded_point, ec.ECDH()
     out = []
-    for start in range(0, len(data), POINT_BYTES):
+    for row, encoded in enumerate(points, first_row):
         try:
-            out.append(exchange(point(data[start:start + POINT_BYTES])))
+            out.append(exchange(ecdh, decode(_CURVE, encoded)))
         except ValueError:
-            # OpenSSL refuses an all-zero shared secret: the input was a small-order point.
-            raise ValueError(f"row {first_row + start // POINT_BYTES}: X25519 gave the all-zero "
-                             f"point (a small-order input); this row cannot take part in the "
-                             f"PSI") from None
+            raise ValueError(f"row {row}: not the x-coordinate of a point of P-256; this row "
+                             f"cannot take part in the PSI") from None
     return b"".join(out)
 
 
-_WORKER_KEY: Optional[X25519PrivateKey] = None
+def _blind_chunk(key: ec.EllipticCurvePrivateKey, messages: List[bytes], first_row: int) -> bytes:
+    return _multiply(key, [encode_uncompressed(p) for p in hash_to_curve_many(messages, DST)],
+                     first_row)
 
 
-def _init_worker(key: X25519PrivateKey) -> None:
+def _reblind_chunk(key: ec.EllipticCurvePrivateKey, data: bytes, first_row: int) -> bytes:
+    return _multiply(key, [b"\x02" + data[i:i + POINT_BYTES]
+                           for i in range(0, len(data), POINT_BYTES)], first_row)
+
+
+_WORKER_KEY: Optional[ec.EllipticCurvePrivateKey] = None
+
+
+def _init_worker(key: ec.EllipticCurvePrivateKey) -> None:
     # Runs in a forked child: the key object is inherited from the parent's memory, not pickled.
     global _WORKER_KEY
     _WORKER_KEY = key
 
 
-def _worker_multiply(data: bytes, first_row: int) -> bytes:
+def _worker(fn, chunk, first_row: int) -> bytes:
     assert _WORKER_KEY is not None
-    return _multiply(_WORKER_KEY, data, first_row)
+    return fn(_WORKER_KEY, chunk, first_row)
 
 
 class EcdhPsiKey:
-    """One party's secret X25519 scalar for one PSI run.
+    """One party's secret P-256 scalar for one PSI session.
 
-    The scalar comes from the OS's secure random generator (``X25519PrivateKey.generate``) and
+    The scalar comes from OpenSSL's secure random generator (``ec.generate_private_key``) and
     never leaves the object: it has no accessor, its repr hides it, and it cannot be pickled or
-    copied. Draw a fresh key per run.
+    copied. Draw a fresh key per session (``federated.alignment`` does).
     """
 
     __slots__ = ("_key",)
 
     def __init__(self):
-        self._key = X25519PrivateKey.generate()
+        self._key = ec.generate_private_key(_CURVE)
 
     def __repr__(self) -> str:
         return "EcdhPsiKey(<secret>)"
@@ -123,23 +146,21 @@ class EcdhPsiKey:
     def __reduce_ex__(self, protocol):
         raise TypeError("EcdhPsiKey holds a secret scalar: it cannot be pickled or copied")
 
-    def _apply(self, data: bytes, processes: int) -> np.ndarray:
+    def _apply(self, fn, chunks: List[Tuple[object, int]], rows: int,
+               processes: int) -> np.ndarray:
         if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
             raise ValueError(f"processes: expected an integer >= 1, got {processes!r}")
-        rows = len(data) // POINT_BYTES
-        if processes == 1 or rows <= _CHUNK_ROWS:
-            out = _multiply(self._key, data, 0)
+        if processes == 1 or len(chunks) <= 1:
+            out = b"".join(fn(self._key, chunk, first) for chunk, first in chunks)
         else:
-            step = _CHUNK_ROWS * POINT_BYTES
-            chunks = [(data[i:i + step], i // POINT_BYTES) for i in range(0, len(data), step)]
             # fork: the workers inherit the key; nothing secret crosses a pipe.
             with multiprocessing.get_context("fork").Pool(
                     processes, initializer=_init_worker, initargs=(self._key,)) as pool:
-                out = b"".join(pool.starmap(_worker_multiply, chunks))
+                out = b"".join(pool.starmap(_worker, [(fn, c, f) for c, f in chunks]))
         return np.frombuffer(out, dtype=np.uint8).reshape(rows, POINT_BYTES).copy()
 
     def blind(self, ids: Sequence, processes: int = 1) -> np.ndarray:
-        """``X25519(k, H(id))`` for each id (H: :func:`hash_to_u`), shape ``(n, 32)`` uint8.
+        """``x(k * H(id))`` for each id (H: :func:`hash_to_group`), shape ``(n, 32)`` uint8.
 
         Args:
             ids: unique ids (str, int or bytes).
@@ -147,27 +168,30 @@ class EcdhPsiKey:
                 starting threads (e.g. a gRPC server) where possible.
 
         Raises:
-            ValueError: duplicate ids (after canonical encoding), or a hashed id is a
-                small-order point (probability about 2**-250).
+            ValueError: duplicate ids (after canonical encoding).
             TypeError: an id of another type.
         """
-        us = hash_to_u(ids)
-        duplicates = len(us) - len(set(us))
+        messages = canonical_ids(ids)
+        duplicates = len(messages) - len(set(messages))
         if duplicates:
-            raise ValueError(f"ids must be unique for the PSI: {duplicates} of {len(us)} ids "
-                             f"repeat an earlier id (42, '42' and b'42' are the same id); "
+            raise ValueError(f"ids must be unique for the PSI: {duplicates} of {len(messages)} "
+                             f"ids repeat an earlier id (42, '42' and b'42' are the same id); "
                              f"deduplicate them first")
-        return self._apply(b"".join(us), processes)
+        chunks = [(messages[i:i + _CHUNK_ROWS], i) for i in range(0, len(messages), _CHUNK_ROWS)]
+        return self._apply(_blind_chunk, chunks, len(messages), processes)
 
     def reblind(self, points: np.ndarray, processes: int = 1) -> np.ndarray:
-        """``X25519(k, point)`` for each row of the peer's blinded ``points`` (shape ``(n, 32)``
-        uint8), in the same order.
+        """``x(k * P)`` for each row of the peer's blinded ``points`` (x-coordinates, shape
+        ``(n, 32)`` uint8), in the same order.
 
         Raises:
-            ValueError: ``points`` has another shape or dtype, or a row is a small-order point
-                (the message names the row).
+            ValueError: ``points`` has another shape or dtype, or a row is not the x-coordinate
+                of a curve point (the message names the row).
         """
-        return self._apply(_as_points(points).tobytes(), processes)
+        data = _as_points(points).tobytes()
+        step = _CHUNK_ROWS * POINT_BYTES
+        chunks = [(data[i:i + step], i // POINT_BYTES) for i in range(0, len(data), step)]
+        return self._apply(_reblind_chunk, chunks, len(data) // POINT_BYTES, processes)
 
 
 def _row_keys(points: np.ndarray) -> np.ndarray:

@@ -29,6 +29,39 @@ def test_media_with_a_certificate_of_another_ca_is_refused_and_the_advertiser_st
         run.stop_all()
 
 
+def test_a_media_party_that_asks_for_a_second_re_blinding_is_refused_over_the_wire(
+        fed_world, tmp_path):
+    import grpc
+    from federated.advertiser import SERVICE
+    from federated.certs import PartyCredentials
+    from federated.psi import EcdhPsiKey
+    from federated.transport import PeerClient, RemoteError
+    parties, certs = fed_world
+    run = PartyRun(parties, certs, str(tmp_path / "run"))
+    try:
+        run.start("advertiser")
+        port = open(f"{run.advertiser.out}/port").read().strip()
+        guesses = EcdhPsiKey().blind([f"+1555000{i:04d}" for i in range(8)])
+        with PeerClient(f"127.0.0.1:{port}", SERVICE,
+                        PartyCredentials.for_party(certs, "media"), "advertiser",
+                        call_timeout_s=30, retry_for_s=60) as media:
+            media.call("PsiStart", {"split": "train", "size": 4}, {})
+            media.call("PsiReblind", {"split": "train", "offset": 0},
+                       {"points": guesses[:4]})
+            with pytest.raises(RemoteError) as more:
+                media.call("PsiReblind", {"split": "train", "offset": 4},
+                           {"points": guesses[4:]})
+            with pytest.raises(RemoteError) as again:
+                media.call("PsiStart", {"split": "train", "size": 8}, {})
+        assert more.value.code == again.value.code == grpc.StatusCode.PERMISSION_DENIED
+        assert "more than the 4 announced" in str(more.value)
+        assert "a second re-blinding is refused" in str(again.value)
+        assert run.procs["advertiser"].poll() is None  # still serving
+        assert "a second re-blinding is refused" in run.log("advertiser")
+    finally:
+        run.stop_all()
+
+
 def test_media_without_its_certificate_stops_with_an_error_naming_the_file(fed_world, tmp_path):
     import os
     import shutil

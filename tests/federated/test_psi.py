@@ -1,7 +1,6 @@
-"""federated.psi: ECDH PSI on X25519 against a plain set intersection."""
+"""federated.psi: Diffie-Hellman PSI on P-256 (RFC 9380 hash) against a plain set intersection."""
 
 import copy
-import hashlib
 import pickle
 
 import numpy as np
@@ -10,8 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from federated import psi
-from federated.psi import (DOMAIN, EcdhPsiKey, canonical_order, hash_to_u, intersect_positions,
-                           run_psi_in_memory)
+from federated.hash_to_curve import encode_uncompressed, hash_to_curve
+from federated.psi import (DST, EcdhPsiKey, canonical_ids, canonical_order, hash_to_group,
+                           intersect_positions, run_psi_in_memory)
 
 _ids = st.one_of(st.integers(0, 40), st.text(alphabet="abc", min_size=1, max_size=2))
 
@@ -50,7 +50,7 @@ def test_psi_of_a_list_with_itself_pairs_every_row():
     assert [ids[i] for i in pa] == [ids[::-1][i] for i in pb]
 
 
-def test_x25519_blinding_commutes():
+def test_blinding_commutes():
     ka, kb = EcdhPsiKey(), EcdhPsiKey()
     ids = ["a", "b", 3, b"d"]
     np.testing.assert_array_equal(kb.reblind(ka.blind(ids)), ka.reblind(kb.blind(ids)))
@@ -66,16 +66,19 @@ def test_blinding_is_deterministic_per_key_and_differs_between_keys():
     assert len({row.tobytes() for row in blinded}) == 3
 
 
-def test_hash_to_u_is_sha256_of_the_domain_and_canonical_bytes():
-    expected = hashlib.sha256(DOMAIN + b"42").digest()
-    assert hash_to_u([42, "42", b"42", np.int64(42)]) == [expected] * 4
-    assert hash_to_u(["é"]) == [hashlib.sha256(DOMAIN + "é".encode()).digest()]
+def test_ids_hash_to_the_rfc9380_point_of_their_canonical_bytes():
+    expected = encode_uncompressed(hash_to_curve(b"42", DST))
+    assert hash_to_group([42, "42", b"42", np.int64(42)]) == [expected] * 4
+    assert canonical_ids(["é"]) == ["é".encode()]
+    assert DST == b"extcvr-psi-v2-P256_XMD:SHA-256_SSWU_RO_"
 
 
 @pytest.mark.parametrize("bad", [1.5, True, None])
-def test_hash_to_u_rejects_ids_that_are_not_str_int_or_bytes(bad):
+def test_ids_that_are_not_str_int_or_bytes_are_refused_with_their_position(bad):
     with pytest.raises(TypeError, match="id 1"):
-        hash_to_u(["ok", bad])
+        canonical_ids(["ok", bad])
+    with pytest.raises(TypeError, match="id 1"):
+        EcdhPsiKey().blind(["ok", bad])
 
 
 def test_blind_refuses_duplicate_ids_and_names_their_count():
@@ -85,22 +88,24 @@ def test_blind_refuses_duplicate_ids_and_names_their_count():
 
 def test_key_repr_pickle_and_copy_do_not_reveal_the_secret_scalar():
     key = EcdhPsiKey()
-    from cryptography.hazmat.primitives import serialization
-    raw = key._key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
-                                 serialization.NoEncryption())
+    secret = format(key._key.private_numbers().private_value, "x")
     assert repr(key) == str(key) == "EcdhPsiKey(<secret>)"
-    assert raw.hex() not in repr(key)
+    assert secret not in repr(key)
     with pytest.raises(TypeError, match="cannot be pickled"):
         pickle.dumps(key)
     with pytest.raises(TypeError, match="cannot be pickled"):
         copy.deepcopy(key)
 
 
-def test_reblind_of_a_small_order_point_names_the_row():
+def test_reblind_of_a_value_off_the_curve_names_the_row():
     key = EcdhPsiKey()
     points = key.blind(["a", "b", "c"])
-    points[1] = 0  # u = 0 has small order: X25519 gives the all-zero point
-    with pytest.raises(ValueError, match="row 1: X25519 gave the all-zero point"):
+    points[1] = 0xFF  # x >= p: no point of P-256 has it
+    with pytest.raises(ValueError, match="row 1: not the x-coordinate of a point of P-256"):
+        key.reblind(points)
+    points[1] = 0
+    points[1, -1] = 1  # x = 1: 1 - 3 + b is not a square mod p (no point has it)
+    with pytest.raises(ValueError, match="row 1"):
         key.reblind(points)
 
 
@@ -120,7 +125,7 @@ def test_worker_processes_give_the_same_points_as_one_process(monkeypatch):
     other = EcdhPsiKey()
     np.testing.assert_array_equal(other.reblind(one, processes=2), other.reblind(one))
     bad = one.copy()
-    bad[37] = 0
+    bad[37] = 0xFF  # x >= p: not a point
     with pytest.raises(ValueError, match="row 37"):
         other.reblind(bad, processes=2)
 
