@@ -163,6 +163,9 @@ class AdvertiserParty:
             self.counts["rollbacks"] += 1
             self.counts["replayed_batches"] += max(current - step, 0)
         self.ckpts.restore(step)
+        from federated.training import load_audits
+        audits = load_audits(self.ckpts.directory, step, ("sent", "raw"))
+        self.audit, self.audit_raw = audits["sent"], audits["raw"]
         self.session = secrets.token_hex(8)
         self.counts["sessions"] += 1
         self.last_response = None
@@ -188,7 +191,7 @@ class AdvertiserParty:
 
     def step(self, header, arrays):
         """One training step on the media's embeddings of batch ``header['step']``."""
-        from federated.training import batch_digest
+        from federated.training import batch_digest, save_audit_segment
         from federated.transport import ProtocolError
         import grpc
         self._check_session(header)
@@ -214,14 +217,17 @@ class AdvertiserParty:
         embedding = arrays["embedding"].astype(np.float32)
         _, grad = self.trainer.step(x, labels, embedding)
         conv = conversion_label(labels)
-        sent = perturb_gradients(grad, conv, self.config.split.gradient_defence, self.rng)
+        sent, sum_kl = perturb_gradients(grad, conv, self.config.split.gradient_defence,
+                                         self.rng)
         self.audit_raw.add(grad, conv)
-        self.audit.add(sent, conv)
+        self.audit.add(sent, conv, sum_kl)
         self.ckpts.record(digest)
         self.counts["steps_served"] += 1
         if (int(self.ckpts.step) % self.config.train.checkpoint_every == 0
                 or int(self.ckpts.step) == self.order.total_steps):
             self.ckpts.save()
+            save_audit_segment(self.ckpts.directory, int(self.ckpts.step),
+                               {"sent": self.audit, "raw": self.audit_raw})
             atomic_write_text(os.path.join(self.config.out, "progress.json"),
                               json.dumps(self.ckpts.state()))
         scale = float(len(rows))  # per-sample gradients of the summed loss: fp16-safe
@@ -312,11 +318,18 @@ def run(config: PartyConfig) -> int:
     from federated.certs import PartyCredentials
     from federated.transport import serve
     os.makedirs(config.out, exist_ok=True)
+    credentials = PartyCredentials.for_party(config.certs, ADVERTISER)
+    credentials.read()  # a missing or mismatched file stops here, before any data is loaded
     party = AdvertiserParty(config)
-    server, port = serve(SERVICE, party.handlers(), config.address,
-                         PartyCredentials.for_party(config.certs, ADVERTISER), peer_name=MEDIA)
+    server, port = serve(SERVICE, party.handlers(), config.address, credentials,
+                         peer_name=MEDIA)
     atomic_write_text(os.path.join(config.out, "port"), str(port))
     log.info("advertiser listening on port %d", port)
+    if config.address.rsplit(":", 1)[1] == "0":
+        log.warning("address %s: port 0 picks a free port per start, so after a restart the "
+                    "media will not find this advertiser at its configured address; configure "
+                    "a fixed port (default 5701) for runs that must survive a restart",
+                    config.address)
     try:
         while not party.done.wait(0.5):
             idle = time.monotonic() - party.last_contact
@@ -359,9 +372,14 @@ def main(argv: Optional[List[str]] = None) -> int:
             ("replayed after a rollback", report["replayed_batches"]),
             ("test entire-space CVR AUC", f"{test['entire_space_cvr_auc']:.4f}"),
             ("test CTCVR AUC", f"{test['ctcvr_auc']:.4f}"),
-            ("leak AUC norm / direction (sent)",
+            ("gradient defence", report["config"]["split"]["gradient_defence"]["method"]),
+            ("leak AUC norm / direction / PCA (sent)",
              f"{report['leak_sent']['leak_auc_norm']:.3f} / "
-             f"{report['leak_sent']['leak_auc_direction']:.3f}")])
+             f"{report['leak_sent']['leak_auc_direction']:.3f} / "
+             f"{report['leak_sent']['leak_auc_pca']:.3f}"),
+            ("Marvell bound on any attack's AUC (mean / worst batch)",
+             f"{report['leak_sent'].get('marvell_auc_bound_mean', float('nan')):.3f} / "
+             f"{report['leak_sent'].get('marvell_auc_bound_max', float('nan')):.3f}")])
     return code
 
 

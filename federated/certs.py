@@ -6,13 +6,19 @@ Usage::
     python -m federated.certs --out CERT_DIR [--parties media,advertiser]
                               [--hosts localhost,127.0.0.1] [--days 30]
 
-Writes ``ca.pem`` and ``ca.key`` (a self-signed CA) and, for each party, ``<party>.pem`` and
-``<party>.key``: an EC P-256 key and a certificate signed by the CA whose common name is the
-party's name, whose subject alternative names are the hosts (DNS names and IP addresses) plus
-the party's name as a DNS name, and whose extended key usage allows both TLS server and client
-authentication (each party serves and calls). Keys are written with mode 0600; every file is
-written atomically. This is for local and test runs: in production each party's certificate
-comes from the organisations' own PKI and only the CA certificates are exchanged.
+Writes one directory per holder, so that each key stays with its owner::
+
+    CERT_DIR/ca/ca.pem, ca.key                 the CA: keep it apart (offline), give it to no party
+    CERT_DIR/<party>/ca.pem, <party>.pem, <party>.key
+                                               what that party, and only it, is given
+
+A party's certificate is signed by the CA; its common name is the party's name, its subject
+alternative names are the hosts (DNS names and IP addresses) plus the party's name as a DNS
+name, and its extended key usage allows both TLS server and client authentication (each party
+serves and calls). Keys are written with mode 0600; every file is written atomically.
+:class:`PartyCredentials` refuses a directory that holds the CA's key or another party's key.
+This is for local and test runs: in production each party's certificate comes from the
+organisations' own PKI and only the CA certificates are exchanged.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -46,14 +53,29 @@ _DNS_RE = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])
 _CLOCK_SKEW = dt.timedelta(minutes=5)
 
 
-def _hint(cert_dir: str) -> str:
-    return f"run python -m federated.certs --out {cert_dir}"
+def _hint(party_dir: str, party: str) -> str:
+    return (f"run python -m federated.certs --out CERT_DIR and give this party "
+            f"CERT_DIR/{party}/ as {party_dir}")
+
+
+CA_DIR = "ca"
+
+
+class CredentialsError(ValueError):
+    """A party's TLS files are unsafe or do not fit together (another party's key beside its
+    own, a certificate not signed by the CA it trusts, a key that is not the certificate's)."""
+
+
+def party_directory(cert_dir: str, party: str) -> str:
+    """The directory :func:`write_certificates` wrote for ``party`` under ``cert_dir``."""
+    _check_party(party)
+    return os.path.join(cert_dir, party)
 
 
 @dataclass(frozen=True)
 class PartyCredentials:
     """Where one party's TLS material lives: the CA certificate both parties trust, the party's
-    certificate and its private key (PEM files)."""
+    certificate and its private key (PEM files), all in the party's own directory."""
 
     ca: str
     cert: str
@@ -67,19 +89,44 @@ class PartyCredentials:
                                  f"got {value!r}")
 
     @classmethod
-    def for_party(cls, cert_dir: str, party: str) -> "PartyCredentials":
-        """The files :func:`write_certificates` wrote for ``party`` into ``cert_dir``."""
+    def for_party(cls, party_dir: str, party: str) -> "PartyCredentials":
+        """``party``'s files in its own directory ``party_dir`` (``CERT_DIR/<party>`` of
+        :func:`write_certificates`): ``ca.pem``, ``<party>.pem``, ``<party>.key``."""
         _check_party(party)
-        return cls(ca=os.path.join(cert_dir, "ca.pem"),
-                   cert=os.path.join(cert_dir, f"{party}.pem"),
-                   key=os.path.join(cert_dir, f"{party}.key"))
+        return cls(ca=os.path.join(party_dir, "ca.pem"),
+                   cert=os.path.join(party_dir, f"{party}.pem"),
+                   key=os.path.join(party_dir, f"{party}.key"))
+
+    def check_holds_no_other_key(self) -> None:
+        """Refuse a key directory that also holds the CA's key or another party's key: whoever
+        can read it could be the CA or that party.
+
+        Raises:
+            CredentialsError: the message names the other keys and the layout to use.
+        """
+        directory = os.path.dirname(os.path.abspath(self.key))
+        own = os.path.basename(self.key)
+        try:
+            others = sorted(n for n in os.listdir(directory) if n.endswith(".key") and n != own)
+        except FileNotFoundError:
+            return
+        if others:
+            raise CredentialsError(
+                f"{directory}: holds {', '.join(others)} beside this party's {own}: a party's "
+                f"directory holds only its own key, the CA certificate and its certificate "
+                f"(python -m federated.certs writes CERT_DIR/ca/ apart and one CERT_DIR/<party>/ "
+                f"per party; give each party its own)")
 
     def read(self) -> Tuple[bytes, bytes, bytes]:
         """``(ca_pem, cert_pem, key_pem)`` as bytes, the form gRPC's credentials take.
 
         Raises:
             FileNotFoundError: a file is missing; the message names it and how to create it.
+            CredentialsError: the key's directory holds another key
+                (:meth:`check_holds_no_other_key`), or the certificate is not signed by the CA
+                or not the key's (:meth:`check_chain`).
         """
+        self.check_holds_no_other_key()
         out = []
         for what, path in (("CA certificate", self.ca), ("certificate", self.cert),
                            ("private key", self.key)):
@@ -87,9 +134,34 @@ class PartyCredentials:
                 with open(path, "rb") as fh:
                     out.append(fh.read())
             except FileNotFoundError:
-                cert_dir = os.path.dirname(os.path.abspath(path))
-                raise FileNotFoundError(f"{path}: {what} not found; {_hint(cert_dir)}") from None
+                party_dir = os.path.dirname(os.path.abspath(path))
+                party = os.path.splitext(os.path.basename(self.key))[0]
+                raise FileNotFoundError(f"{path}: {what} not found; "
+                                        f"{_hint(party_dir, party)}") from None
+        self.check_chain(*out)
         return out[0], out[1], out[2]
+
+    def check_chain(self, ca_pem: bytes, cert_pem: bytes, key_pem: bytes) -> None:
+        """The party's certificate is signed by the CA it trusts and belongs to its key: a
+        mismatch would only show as a refused TLS handshake at the peer.
+
+        Raises:
+            CredentialsError: naming the files.
+        """
+        try:
+            ca = x509.load_pem_x509_certificate(ca_pem)
+            cert = x509.load_pem_x509_certificate(cert_pem)
+            key = serialization.load_pem_private_key(key_pem, password=None)
+        except ValueError as e:
+            raise CredentialsError(f"{self.ca}, {self.cert}, {self.key}: not PEM certificates "
+                                   f"and key ({e})") from None
+        try:
+            cert.verify_directly_issued_by(ca)
+        except (ValueError, TypeError, InvalidSignature):
+            raise CredentialsError(f"{self.cert}: certificate not signed by the expected CA "
+                                   f"({self.ca})") from None
+        if cert.public_key().public_numbers() != key.public_key().public_numbers():
+            raise CredentialsError(f"{self.key}: not the private key of {self.cert}")
 
 
 def _check_party(party: str) -> None:
@@ -203,20 +275,22 @@ def _party_certificate(party: str, hosts: Sequence[str], key: ec.EllipticCurvePr
 
 def write_certificates(out: str, parties: Sequence[str] = DEFAULT_PARTIES,
                        hosts: Sequence[str] = DEFAULT_HOSTS, days: int = 30) -> Dict[str, str]:
-    """Create a fresh CA and one certificate per party in ``out`` (created if missing).
+    """Create a fresh CA and one certificate per party under ``out`` (created if missing): the
+    CA in ``out/ca/`` and each party's key, certificate and a copy of the CA certificate in
+    ``out/<party>/`` (module docstring).
 
     Existing files of the same names are replaced (a new CA invalidates the old certificates, so
     every party's certificate is re-issued together).
 
     Args:
         out: the directory to write into.
-        parties: the party names (common names, DNS names in the SAN, file stems).
+        parties: the party names (common names, DNS names in the SAN, directory and file stems).
         hosts: the host names and IP addresses the parties are reached at (the SAN).
         days: validity of every certificate, in days.
 
     Returns:
-        file name -> absolute path: ``ca.pem``, ``ca.key``, then ``<party>.pem`` and
-        ``<party>.key`` for each party, in that order.
+        relative name -> absolute path: ``ca/ca.pem``, ``ca/ca.key``, then ``<party>/ca.pem``,
+        ``<party>/<party>.pem`` and ``<party>/<party>.key`` for each party, in that order.
 
     Raises:
         ValueError: a party name, host or ``days`` is invalid.
@@ -232,29 +306,32 @@ def write_certificates(out: str, parties: Sequence[str] = DEFAULT_PARTIES,
         raise ValueError(f"days: expected an integer in [1, 3650], got {days!r}")
 
     out = os.path.abspath(out)
-    os.makedirs(out, exist_ok=True)
     now = dt.datetime.now(dt.timezone.utc)
     public_mode = _public_mode()
     paths: Dict[str, str] = {}
 
     def put(name: str, data: bytes, mode: int) -> None:
         paths[name] = os.path.join(out, name)
+        os.makedirs(os.path.dirname(paths[name]), mode=0o700, exist_ok=True)
         _atomic_write_bytes(paths[name], data, mode)
 
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_cert = _ca_certificate(ca_key, now, days)
+    ca_pem = ca_cert.public_bytes(serialization.Encoding.PEM)
     issued = []
     for party in parties:
         key = ec.generate_private_key(ec.SECP256R1())
         issued.append((party, key, _party_certificate(party, hosts, key, ca_cert, ca_key, now,
                                                       days)))
     # Keys before certificates: a reader never finds a certificate without its key.
-    put("ca.key", _key_pem(ca_key), 0o600)
-    put("ca.pem", ca_cert.public_bytes(serialization.Encoding.PEM), public_mode)
+    put(f"{CA_DIR}/ca.key", _key_pem(ca_key), 0o600)
+    put(f"{CA_DIR}/ca.pem", ca_pem, public_mode)
     for party, key, cert in issued:
-        put(f"{party}.key", _key_pem(key), 0o600)
-        put(f"{party}.pem", cert.public_bytes(serialization.Encoding.PEM), public_mode)
-    order = ["ca.pem", "ca.key"] + [f"{p}.{ext}" for p, _, _ in issued for ext in ("pem", "key")]
+        put(f"{party}/{party}.key", _key_pem(key), 0o600)
+        put(f"{party}/ca.pem", ca_pem, public_mode)
+        put(f"{party}/{party}.pem", cert.public_bytes(serialization.Encoding.PEM), public_mode)
+    order = [f"{CA_DIR}/ca.pem", f"{CA_DIR}/ca.key"] + [
+        f"{p}/{name}" for p, _, _ in issued for name in ("ca.pem", f"{p}.pem", f"{p}.key")]
     return {name: paths[name] for name in order}
 
 
@@ -279,14 +356,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    rows: List[Tuple[str, object]] = [("output", os.path.dirname(paths["ca.pem"])),
+    rows: List[Tuple[str, object]] = [("output", os.path.abspath(args.out)),
                                       ("valid for (days)", args.days),
                                       ("hosts (SAN)", ", ".join(hosts))]
     for name, path in paths.items():
-        stem, ext = os.path.splitext(name)
+        stem, ext = os.path.splitext(os.path.basename(name))
         cn = CA_COMMON_NAME if stem == "ca" else stem
         what = f"certificate (CN={cn})" if ext == ".pem" else "private key"
         rows.append((name, f"{what}, mode {os.stat(path).st_mode & 0o777:04o}"))
+    rows.append(("give", f"{CA_DIR}/ to no party; each party only its own directory"))
     print_table("federated.certs", rows)
     return 0
 

@@ -5,9 +5,12 @@ A party's file::
     party: media                 # or advertiser
     data: DIR/media              # its own files (python -m federated.split)
     out: DIR/runs/media          # its checkpoints, exports and report
-    certs: DIR/certs             # ca.pem, <party>.pem, <party>.key (python -m federated.certs)
-    address: 127.0.0.1:5701      # the advertiser listens here (port 0: any; it writes
-                                 # OUT/port), the media connects to it
+    certs: DIR/certs/media       # this party's own directory: ca.pem, <party>.pem, <party>.key
+                                 # (python -m federated.certs writes one per party)
+    address: 127.0.0.1:5701      # the advertiser listens here, the media connects to it; the
+                                 # default, a fixed port, finds a restarted advertiser again
+                                 # (port 0: any free port, written to OUT/port; not after a
+                                 # restart)
     seed: 0                      # this party's weight initialisation
     split:                       # what both parties must agree on (SplitConfig)
       width: 8
@@ -90,7 +93,7 @@ class PartyConfig:
     data: str
     out: str
     certs: str
-    address: str = "127.0.0.1:0"
+    address: str = "127.0.0.1:5701"
     seed: int = 0
     split: SplitConfig = field(default_factory=SplitConfig)
     model: ModelConfig = field(default_factory=ModelConfig)

@@ -4,6 +4,7 @@ Usage::
 
     python -m federated.local --rows N --out DIR [--seeds 0[,1,2]] [--dp-epsilons 8[,4,1]]
         [--data PROC_DIR] [--width 8] [--wire-dtype float32] [--defence marvell]
+        [--marvell-power 4]
         [--config FILE] [--no-progress]
 
 Steps: generate ``N`` rows (``preprocessing.generate``, seed ``--generator-seed``) and
@@ -15,13 +16,15 @@ preprocess them, or take ``--data``; split them into the two parties' own files
   its upper bound) and ``centralized_flat`` (the harness model with every column in its input
   layer), each in this process (``federated.baselines``),
 - ``federated``: ``python -m federated.advertiser`` and ``python -m federated.media`` as two
-  processes over mutual-TLS gRPC, gradient defence off,
-- ``federated_defended``: the same with the gradient defence on (``--defence``),
-- ``federated_dp_eps<E>`` for each ``--dp-epsilons``: DP on the embeddings, defence off.
+  processes over mutual-TLS gRPC, with the default gradient defence (``--defence``: Marvell
+  and max-norm),
+- ``federated_no_defence``: the same with the gradient defence off,
+- ``federated_dp_eps<E>`` for each ``--dp-epsilons``: DP on the embeddings (defence on).
 
 ``DIR/federated.json``: ``entire_space_cvr_auc`` (mean over seeds) per arm, with ``_std`` and
-``_values``; ``leak_auc_norm`` and ``leak_auc_direction`` with the defence ``off`` (from the
-``federated`` runs) and ``on`` (``federated_defended``); every test metric per arm; bytes on the
+``_values``; ``leak_auc_norm``, ``leak_auc_direction`` and ``leak_auc_pca`` with the defence
+``on`` (from the ``federated`` runs) and ``off`` (``federated_no_defence``), and Marvell's bound
+on any attack's AUC; every test metric per arm; bytes on the
 wire per training sample; training samples/s of ``federated`` against ``centralized`` measured
 in the same run; the machine and versions. ``DIR/federated.md`` and ``DIR/federated.png`` show
 the same.
@@ -45,6 +48,8 @@ from common.atomic import atomic_write_text
 from common.tables import print_table
 
 HEADLINE = ("entire_space_cvr_auc", "ctcvr_auc", "cvr_auc_clicked", "ctr_auc")
+#: The label-leak figures of a federated arm (``federated.training.LeakAudit.aucs``).
+LEAK_KEYS = ("leak_auc_norm", "leak_auc_direction", "leak_auc_pca", "marvell_auc_bound_mean")
 
 
 def free_port() -> int:
@@ -57,13 +62,15 @@ def free_port() -> int:
 def party_configs(base, parties_dir: str, certs: str, run_dir: str, seed: int, port: int):
     """The two parties' configs of one federated run (from ``base``, a media-side
     ``PartyConfig`` whose ``split``, ``model`` and ``train`` both share)."""
+    from federated.certs import party_directory
     address = f"127.0.0.1:{port}"
     media = replace(base, party="media", data=os.path.join(parties_dir, "media"),
-                    out=os.path.join(run_dir, "media"), certs=certs, address=address, seed=seed)
+                    out=os.path.join(run_dir, "media"), certs=party_directory(certs, "media"),
+                    address=address, seed=seed)
     advertiser = replace(base, party="advertiser",
                          data=os.path.join(parties_dir, "advertiser"),
-                         out=os.path.join(run_dir, "advertiser"), certs=certs, address=address,
-                         seed=seed)
+                         out=os.path.join(run_dir, "advertiser"),
+                         certs=party_directory(certs, "advertiser"), address=address, seed=seed)
     return media, advertiser
 
 
@@ -186,12 +193,11 @@ def build_report(results: Dict[str, List[Dict]], info: Dict) -> Dict:
                                 if key in arms[a]["test"]}
         report[f"{key}_values"] = {a: arms[a]["test"][key]["values"] for a in arms
                                    if key in arms[a]["test"]}
-    for attack in ("leak_auc_norm", "leak_auc_direction"):
+    for attack in LEAK_KEYS:
         report[attack] = {}
-        if "federated" in arms:
-            report[attack]["off"] = arms["federated"]["leak_sent"][attack]["mean"]
-        if "federated_defended" in arms:
-            report[attack]["on"] = arms["federated_defended"]["leak_sent"][attack]["mean"]
+        for state, arm in (("on", "federated"), ("off", "federated_no_defence")):
+            if arm in arms and attack in arms[arm].get("leak_sent", {}):
+                report[attack][state] = arms[arm]["leak_sent"][attack]["mean"]
     if "federated" in arms and "centralized" in arms:
         fed = arms["federated"]["samples_per_second"]["mean"]
         cen = arms["centralized"]["samples_per_second"]["mean"]
@@ -209,15 +215,14 @@ def build_report(results: Dict[str, List[Dict]], info: Dict) -> Dict:
 def write_markdown(report: Dict, path: str) -> None:
     """``federated.md``: one row per arm (mean ± std over seeds)."""
     from models.metrics import format_mean_std
-    lines = ["| arm | seeds | " + " | ".join(HEADLINE) + " | leak norm | leak direction |",
-             "|---" * (len(HEADLINE) + 4) + "|"]
+    lines = ["| arm | seeds | " + " | ".join(HEADLINE)
+             + " | leak norm | leak direction | leak PCA | Marvell AUC bound (mean) |",
+             "|---" * (len(HEADLINE) + 2 + len(LEAK_KEYS)) + "|"]
     for arm, a in report["arms"].items():
         cells = [format_mean_std(a["test"][k]["values"]) if k in a["test"] else "-"
                  for k in HEADLINE]
-        leak = a.get("leak_sent")
-        lk = ([format_mean_std(leak[k]["values"], 3) for k in ("leak_auc_norm",
-                                                              "leak_auc_direction")]
-              if leak else ["-", "-"])
+        leak = a.get("leak_sent") or {}
+        lk = [format_mean_std(leak[k]["values"], 3) if k in leak else "-" for k in LEAK_KEYS]
         lines.append(f"| {arm} | {len(a['seeds'])} | " + " | ".join(cells + lk) + " |")
     atomic_write_text(path, "\n".join(lines) + "\n")
 
@@ -237,15 +242,15 @@ def plot(report: Dict, path: str) -> None:
     lo = min(m - s for m, s in zip(means, stds))
     ax1.set_ylim(lo - 0.01, max(m + s for m, s in zip(means, stds)) + 0.005)
     ax1.set_title("test entire-space CVR AUC")
-    groups = [(k, report.get(k, {})) for k in ("leak_auc_norm", "leak_auc_direction")]
+    groups = [(k, report.get(k, {})) for k in LEAK_KEYS[:3]]
     for i, (name, vals) in enumerate(groups):
         for j, state in enumerate(("off", "on")):
             if state in vals:
                 ax2.bar(i * 3 + j, vals[state], color=("tab:red", "tab:green")[j],
                         label=f"defence {state}" if i == 0 else None)
     ax2.axhline(0.5, color="gray", lw=0.8, ls="--")
-    ax2.set_xticks([0.5, 3.5])
-    ax2.set_xticklabels(["norm attack", "direction attack"])
+    ax2.set_xticks([0.5, 3.5, 6.5])
+    ax2.set_xticklabels(["norm attack", "direction attack", "batch-PCA attack"])
     ax2.set_ylim(0.4, 1.0)
     ax2.set_title("label-leak AUC (conversion) on the returned gradients")
     ax2.legend()
@@ -285,12 +290,16 @@ def main(argv: Optional[List[str]] = None) -> int:
                         help="embedding width of the DP arms (0: --width); under DP a narrow "
                              "embedding keeps more signal per unit of noise (README)")
     parser.add_argument("--wire-dtype", default="float32", choices=("float32", "float16"))
-    parser.add_argument("--defence", default="marvell", choices=("max_norm", "marvell"))
-    parser.add_argument("--marvell-scale", type=float, default=1.0)
+    parser.add_argument("--defence", default="marvell", choices=("marvell", "max_norm", "none"),
+                        help="the gradient defence of the federated and DP arms "
+                             "(default: %(default)s, with max-norm)")
+    parser.add_argument("--marvell-power", type=float, default=None,
+                        help="Marvell's power budget in units of the squared class-mean "
+                             "distance (default: GradientDefenceConfig's)")
     parser.add_argument("--config", default=None,
                         help="YAML with 'model:' and 'train:' sections (models.train's format)")
     parser.add_argument("--arms", default="advertiser_only,centralized,centralized_flat,"
-                        "federated,federated_defended", help="which arms to run")
+                        "federated,federated_no_defence", help="which arms to run")
     parser.add_argument("--psi-cache", default=None,
                         help="a run's psi_cache directory (media/ and advertiser/) over the "
                              "same party files: reuse its alignment instead of a new PSI")
@@ -340,12 +349,15 @@ def run_local(args) -> int:
     certs = os.path.join(out, "certs")
     write_certificates(certs)
     model_config, train_config = load_configs(args.config)
-    split = SplitConfig(width=args.width, wire_dtype=args.wire_dtype)
+    defence = GradientDefenceConfig(method=args.defence)
+    if args.marvell_power is not None:
+        defence = replace(defence, marvell_power=args.marvell_power)
+    split = SplitConfig(width=args.width, wire_dtype=args.wire_dtype, gradient_defence=defence)
     base = PartyConfig(party="media", data="", out="", certs=certs, split=split,
                        model=model_config, train=train_config)
     variants = {"federated": split}
-    variants["federated_defended"] = replace(split, gradient_defence=GradientDefenceConfig(
-        args.defence, args.marvell_scale))
+    variants["federated_no_defence"] = replace(split,
+                                               gradient_defence=GradientDefenceConfig("none"))
     for eps in epsilons:
         variants[f"federated_dp_eps{eps:g}"] = replace(
             split, width=args.dp_width or split.width, dp=DPConfig(epsilon=eps))
@@ -424,8 +436,8 @@ def finish(results: Dict[str, List[Dict]], info: Dict, out: str) -> int:
     rows = [(f"{arm} entire-space CVR AUC",
              f"{v:.4f} ± {report['entire_space_cvr_auc_std'][arm]:.4f}")
             for arm, v in report["entire_space_cvr_auc"].items()]
-    for attack in ("leak_auc_norm", "leak_auc_direction"):
-        for state, v in report[attack].items():
+    for attack in LEAK_KEYS:
+        for state, v in report.get(attack, {}).items():
             rows.append((f"{attack} (defence {state})", f"{v:.3f}"))
     if "throughput" in report:
         t = report["throughput"]

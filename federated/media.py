@@ -37,7 +37,7 @@ from federated.parties import ADVERTISER, MEDIA, SPLITS, PartyData
 from common.atomic import atomic_write_text
 
 log = logging.getLogger("extcvr.federated.media")
-EXIT_PEER_GONE, EXIT_FAILED = 3, 4
+EXIT_CERTIFICATE, EXIT_PEER_GONE, EXIT_FAILED = 2, 3, 4
 
 
 class WireCounter:
@@ -202,15 +202,19 @@ class MediaParty:
 
 
 def run(config: PartyConfig, progress: bool = True) -> int:
-    """Run the media party; 0 on success, 3 when the advertiser is gone, 4 on a failure."""
+    """Run the media party; 0 on success, 2 when the TLS handshake is refused for a certificate
+    of another CA, 3 when the advertiser is gone, 4 on a failure."""
     from federated.certs import PartyCredentials
-    from federated.transport import PeerClient, PeerGone, RemoteError
+    from federated.transport import CertificateRefused, PeerClient, PeerGone, RemoteError
     os.makedirs(config.out, exist_ok=True)
     client = PeerClient(config.address, SERVICE, PartyCredentials.for_party(config.certs, MEDIA),
                         server_name=ADVERTISER, call_timeout_s=config.call_timeout_s,
                         retry_for_s=config.peer_timeout_s)
     try:
         MediaParty(config, client).run(progress)
+    except CertificateRefused as e:
+        log.error("%s", e)
+        return EXIT_CERTIFICATE
     except PeerGone as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_PEER_GONE

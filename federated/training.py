@@ -266,42 +266,120 @@ class PartyCheckpoints:
 
 
 class LeakAudit:
-    """Scores of the norm and direction attacks on the gradients sent to the media party,
-    with the protected label of each row (Li et al., ICLR 2022).
+    """Scores of the norm, direction and batch-PCA attacks on the gradients sent to the media
+    party, with the protected label of each row (Li et al., ICLR 2022), and the Marvell bound of
+    each batch (``federated.marvell``).
 
     The direction attack assumes the attacker knows one positive of each batch (the first);
-    batches without a positive add no direction scores.
+    batches without a positive add no direction scores. The audit is checkpointed with the
+    model (:func:`save_audit_segment`, :func:`load_audits`), so a restarted party reports the
+    whole run.
     """
 
-    def __init__(self):
-        self.norm: List[np.ndarray] = []
-        self.norm_labels: List[np.ndarray] = []
-        self.direction: List[np.ndarray] = []
-        self.direction_labels: List[np.ndarray] = []
+    ATTACKS = ("norm", "direction", "pca")
 
-    def add(self, grads: np.ndarray, labels: np.ndarray) -> None:
-        """Score one batch's sent gradients."""
+    def __init__(self):
+        self.scores: Dict[str, List[np.ndarray]] = {a: [] for a in self.ATTACKS}
+        self.labels: Dict[str, List[np.ndarray]] = {a: [] for a in self.ATTACKS}
+        self.sum_kl: List[float] = []
+
+    def add(self, grads: np.ndarray, labels: np.ndarray, sum_kl: Optional[float] = None) -> None:
+        """Score one batch's sent gradients (and keep its Marvell sumKL, when given)."""
+        from federated.privacy import pca_attack_scores
         y = np.asarray(labels).reshape(-1).astype(np.int8)
-        self.norm.append(norm_attack_scores(grads))
-        self.norm_labels.append(y)
+        self._put("norm", norm_attack_scores(grads), y)
+        self._put("pca", pca_attack_scores(grads), y)
         positives = np.flatnonzero(y)
         if len(positives):
             known = int(positives[0])
             keep = np.arange(len(y)) != known
-            self.direction.append(direction_attack_scores(grads, known)[keep])
-            self.direction_labels.append(y[keep])
+            self._put("direction", direction_attack_scores(grads, known)[keep], y[keep])
+        if sum_kl is not None:
+            self.sum_kl.append(float(sum_kl))
+
+    def _put(self, attack: str, scores: np.ndarray, labels: np.ndarray) -> None:
+        self.scores[attack].append(np.asarray(scores, dtype=np.float32))
+        self.labels[attack].append(labels)
 
     def aucs(self) -> Dict[str, float]:
-        """``leak_auc_norm`` and ``leak_auc_direction`` (nan without both classes)."""
+        """``leak_auc_<attack>`` for each attack (nan without both classes) and, when Marvell
+        ran, ``marvell_auc_bound_mean`` / ``_max``: the bound on any attack's AUC
+        (``federated.marvell.auc_bound``) averaged over batches, and at its worst batch."""
+        from federated.marvell import auc_bound
         from models.metrics import auc
         out = {}
-        for key, scores, labels in (("leak_auc_norm", self.norm, self.norm_labels),
-                                    ("leak_auc_direction", self.direction,
-                                     self.direction_labels)):
-            if scores:
-                y = np.concatenate(labels)
-                out[key] = (auc(y, np.concatenate(scores)) if 0 < y.sum() < len(y)
+        for attack in self.ATTACKS:
+            key = f"leak_auc_{attack}"
+            if self.scores[attack]:
+                y = np.concatenate(self.labels[attack])
+                out[key] = (auc(y, np.concatenate(self.scores[attack])) if 0 < y.sum() < len(y)
                             else float("nan"))
             else:
                 out[key] = float("nan")
+        if self.sum_kl:
+            bounds = [auc_bound(k) for k in self.sum_kl]
+            out["marvell_auc_bound_mean"] = float(np.mean(bounds))
+            out["marvell_auc_bound_max"] = float(np.max(bounds))
         return out
+
+    def new_arrays(self, prefix: str) -> Dict[str, np.ndarray]:
+        """The batches added since the last call, as named arrays (a segment for
+        :func:`save_audit_segment`)."""
+        marks = getattr(self, "_marks", {})
+        out = {f"{prefix}sum_kl": np.asarray(self.sum_kl[marks.get("sum_kl", 0):], np.float64)}
+        for attack in self.ATTACKS:
+            start = marks.get(attack, 0)
+            new_scores, new_labels = self.scores[attack][start:], self.labels[attack][start:]
+            out[f"{prefix}{attack}_scores"] = (np.concatenate(new_scores) if new_scores
+                                                else np.zeros(0, np.float32))
+            out[f"{prefix}{attack}_labels"] = (np.concatenate(new_labels) if new_labels
+                                                else np.zeros(0, np.int8))
+        self._marks = {"sum_kl": len(self.sum_kl), **{a: len(self.scores[a])
+                                                       for a in self.ATTACKS}}
+        return out
+
+    def extend(self, arrays, prefix: str) -> None:
+        """Append a segment of :meth:`new_arrays` (already saved: the marks move past it)."""
+        self.sum_kl.extend(float(k) for k in arrays[f"{prefix}sum_kl"])
+        for attack in self.ATTACKS:
+            scores = np.asarray(arrays[f"{prefix}{attack}_scores"])
+            if len(scores):
+                self.scores[attack].append(scores)
+                self.labels[attack].append(np.asarray(arrays[f"{prefix}{attack}_labels"]))
+        self._marks = {"sum_kl": len(self.sum_kl), **{a: len(self.scores[a])
+                                                       for a in self.ATTACKS}}
+
+
+def _segments(directory: str) -> List[int]:
+    if not os.path.isdir(directory):
+        return []
+    return sorted(int(n[len("audit-"):-len(".npz")]) for n in os.listdir(directory)
+                  if n.startswith("audit-") and n.endswith(".npz") and ".partial" not in n)
+
+
+def save_audit_segment(directory: str, step: int, audits: Dict[str, LeakAudit]) -> None:
+    """Write what the audits gained since the last checkpoint as ``DIR/audit-<step>.npz``
+    (atomically), beside checkpoint ``step``: the segments up to a step rebuild its audit."""
+    arrays: Dict[str, np.ndarray] = {}
+    for name, audit in audits.items():
+        arrays.update(audit.new_arrays(f"{name}__"))
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, f"audit-{step}.npz")
+    tmp = path + ".partial.npz"
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+def load_audits(directory: str, step: int, names: Sequence[str]) -> Dict[str, LeakAudit]:
+    """The audits as of checkpoint ``step``: the segments up to ``step``; later segments (of
+    batches that are replayed after the rollback) are deleted."""
+    audits = {name: LeakAudit() for name in names}
+    for seg in _segments(directory):
+        path = os.path.join(directory, f"audit-{seg}.npz")
+        if seg > step:
+            os.remove(path)
+            continue
+        with np.load(path, allow_pickle=False) as z:
+            for name in names:
+                audits[name].extend(z, f"{name}__")
+    return audits

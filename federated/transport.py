@@ -5,9 +5,15 @@ and the bytes are this module's own encoding (:func:`encode` / :func:`decode`): 
 JSON header followed by the raw little-endian array bytes. Nothing is ever unpickled.
 
 Both sides authenticate: the server requires a client certificate signed by the shared CA and
-answers only the expected peer (the certificate's common name, read from the verified TLS
-session's ``x509_common_name``); the client verifies the server's certificate against the CA and
-the peer's party name (a DNS name in every party certificate, see ``federated.certs``).
+answers only the expected peer (the certificate's common name and a DNS name of its subject
+alternative names, read from the verified TLS session's ``x509_common_name`` and
+``x509_subject_alternative_name``); the client verifies the server's certificate against the CA
+and the peer's party name (a DNS name in every party certificate, see ``federated.certs``).
+
+A handshake refused for a certificate of another CA is not retried: the client raises
+:class:`CertificateRefused` at once ("certificate not signed by the expected CA"). The server
+logs the same words when a TLS handshake is not followed by any call (:class:`HandshakeWatch`:
+gRPC's Python API tells a server nothing about a failed handshake, only that one began).
 
 Errors: a handler raises :class:`ProtocolError` to answer with a chosen status code; the client
 raises :class:`RemoteError` (with the code) for an error answer and :class:`PeerGone` when the peer
@@ -20,6 +26,7 @@ import json
 import logging
 import math
 import struct
+import threading
 import time
 from concurrent import futures
 from typing import Callable, Dict, Mapping, Optional, Tuple
@@ -43,6 +50,9 @@ BACKOFF_FIRST_S = 0.2
 BACKOFF_CAP_S = 5.0
 #: Words of gRPC's status text that mark a TLS failure (reported as UNAVAILABLE too).
 _TLS_WORDS = ("ssl", "handshake", "certificate", "peer name")
+#: Words of gRPC's status text and core log when a certificate does not chain to the CA.
+_UNTRUSTED_WORDS = ("certificate_verify_failed", "unknown ca", "unknown_ca")
+UNTRUSTED = "certificate not signed by the expected CA"
 
 Arrays = Dict[str, np.ndarray]
 Handler = Callable[[dict, Arrays], Tuple[dict, Mapping[str, np.ndarray]]]
@@ -73,6 +83,11 @@ class RemoteError(Exception):
         super().__init__(f"{code.name}: {details}")
         self.code = code
         self.details = details
+
+
+class CertificateRefused(Exception):
+    """The TLS handshake with the peer failed on a certificate that does not chain to the CA
+    (:data:`UNTRUSTED`): deterministic, so not retried."""
 
 
 class PeerGone(Exception):
@@ -243,15 +258,73 @@ def peer_common_name(context: grpc.ServicerContext) -> Optional[str]:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
-def _unary_handler(method: str, handler: Handler, peer_name: str):
+def peer_dns_names(context: grpc.ServicerContext) -> Tuple[str, ...]:
+    """The subject alternative names of the verified client certificate of a call."""
+    values = (context.auth_context() or {}).get("x509_subject_alternative_name") or []
+    return tuple(v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
+                 for v in values)
+
+
+class HandshakeWatch:
+    """Logs :data:`UNTRUSTED` when a client's TLS handshake with this server is not followed by
+    any call within ``grace_s`` seconds: the handshake was refused (gRPC reports a refused
+    handshake only to the client; a server learns that a handshake began, from the credentials'
+    certificate fetcher, and that calls arrive). At most one line per ``every_s`` seconds."""
+
+    def __init__(self, ca_path: str, grace_s: float = 3.0, every_s: float = 10.0):
+        self.ca_path, self.grace_s, self.every_s = ca_path, grace_s, every_s
+        self.lock = threading.Lock()
+        self.pending: list = []
+        self.last_logged = -math.inf
+        self.refusals = 0
+        self._stop = threading.Event()
+        threading.Thread(target=self._loop, name="handshake-watch", daemon=True).start()
+
+    def handshake(self) -> None:
+        """A TLS handshake begins (the certificate fetcher of gRPC's dynamic credentials)."""
+        with self.lock:
+            self.pending.append(time.monotonic())
+
+    def call(self) -> None:
+        """A call arrived over an authenticated connection."""
+        with self.lock:
+            self.pending.clear()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(0.5):
+            now = time.monotonic()
+            with self.lock:
+                stale = [t for t in self.pending if now - t >= self.grace_s]
+                self.pending = [t for t in self.pending if now - t < self.grace_s]
+            if not stale:
+                continue
+            self.refusals += len(stale)
+            if now - self.last_logged >= self.every_s:
+                self.last_logged = now
+                logger.error("refused a TLS handshake: %s, or none (a client's handshake was "
+                             "not followed by a call within %g s; this server trusts %s; "
+                             "%d refused so far)", UNTRUSTED, self.grace_s, self.ca_path,
+                             self.refusals)
+
+    def stop(self) -> None:
+        """End the watch's thread."""
+        self._stop.set()
+
+
+def _unary_handler(method: str, handler: Handler, peer_name: str,
+                   watch: Optional[HandshakeWatch] = None):
     def handle(request: bytes, context: grpc.ServicerContext) -> bytes:
+        if watch is not None:
+            watch.call()
         caller = peer_common_name(context)
-        if caller != peer_name:
-            logger.warning("%s: refused caller with certificate CN %r (expected %r)", method,
-                           caller, peer_name)
+        names = peer_dns_names(context)
+        if caller != peer_name or peer_name not in names:
+            logger.warning("%s: refused caller with certificate CN %r, SAN %s (expected %r in "
+                           "both)", method, caller, list(names), peer_name)
             context.abort(grpc.StatusCode.PERMISSION_DENIED,
                           f"{method}: this server answers only {peer_name!r}, "
-                          f"the client certificate's CN is {caller!r}")
+                          f"the client certificate's CN is {caller!r} and its subject "
+                          f"alternative names are {list(names)}")
         # context.abort raises; keep it out of the try blocks so it is never caught there.
         status: Optional[Tuple[grpc.StatusCode, str]] = None
         reply = b""
@@ -320,10 +393,17 @@ def serve(service: str, handlers: Mapping[str, Handler], address: str,
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers,
                                                     thread_name_prefix=f"{service}-handler"),
                          options=options + [("grpc.so_reuseport", 0)])
+    watch = HandshakeWatch(credentials.ca)
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
-        service, {m: _unary_handler(m, fn, peer_name) for m, fn in handlers.items()}),))
-    server_credentials = grpc.ssl_server_credentials([(key, cert)], root_certificates=ca,
-                                                     require_client_auth=True)
+        service, {m: _unary_handler(m, fn, peer_name, watch) for m, fn in handlers.items()}),))
+
+    def fetch_certificate():
+        watch.handshake()
+        return None  # keep the configuration below
+
+    server_credentials = grpc.dynamic_ssl_server_credentials(
+        grpc.ssl_server_certificate_configuration([(key, cert)], root_certificates=ca),
+        fetch_certificate, require_client_authentication=True)
     try:
         port = server.add_secure_port(address, server_credentials)
     except RuntimeError as e:
@@ -392,6 +472,7 @@ class PeerClient:
         self.address = address
         self.service = service
         self.server_name = server_name
+        self.ca_path = credentials.ca
         self.call_timeout_s = float(call_timeout_s)
         self.retry_for_s = float(retry_for_s)
         self._channel = grpc.secure_channel(address, channel_credentials, options=options)
@@ -423,8 +504,10 @@ class PeerClient:
         passed since the first attempt.
 
         Raises:
+            CertificateRefused: the TLS handshake failed on a certificate of another CA (at
+                once, not retried).
             PeerGone: no answer within ``retry_for_s`` (the peer is down, unreachable, or the TLS
-                handshake fails: see the message's last error).
+                handshake fails otherwise: see the message's last error).
             RemoteError: the peer answered with another error status (code kept).
             ValueError: the request cannot be encoded, or the reply does not decode.
         """
@@ -439,6 +522,11 @@ class PeerClient:
                 reply = stub(request, timeout=self.call_timeout_s)
             except grpc.RpcError as e:
                 code, details = e.code(), e.details() or ""
+                if any(word in details.lower() for word in _UNTRUSTED_WORDS):
+                    raise CertificateRefused(
+                        f"TLS handshake with the {self.server_name} party at {self.address} "
+                        f"refused: {UNTRUSTED} (the two parties' certificates do not chain to "
+                        f"one CA; this party trusts {self.ca_path}; gRPC: {details})") from None
                 if code not in RETRYABLE:
                     raise RemoteError(code, details) from None
                 waited = time.monotonic() - start
@@ -464,3 +552,4 @@ class PeerClient:
 
     def __exit__(self, *exc) -> None:
         self.close()
+

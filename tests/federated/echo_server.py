@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import grpc  # noqa: E402
 
-from federated.certs import PartyCredentials  # noqa: E402
+from federated.certs import PartyCredentials, party_directory  # noqa: E402
 from federated.transport import ProtocolError, serve  # noqa: E402
 
 SERVICE = "test.Echo"
@@ -43,8 +43,9 @@ def main(argv):
     """Serve until stdin closes."""
     cert_dir, party, peer = argv[:3]
     port = argv[3] if len(argv) > 3 else "0"
+    credentials = PartyCredentials.for_party(party_directory(cert_dir, party), party)
     server, bound = serve(SERVICE, {"Echo": echo, "Fail": fail, "Crash": crash},
-                          f"127.0.0.1:{port}", PartyCredentials.for_party(cert_dir, party), peer)
+                          f"127.0.0.1:{port}", credentials, peer)
     print(bound, flush=True)
     sys.stdin.read()
     server.stop(0)

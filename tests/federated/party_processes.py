@@ -32,7 +32,7 @@ class PartyRun:
         address = f"127.0.0.1:{free_port()}"
         base = PartyConfig(
             party="media", data=os.path.join(parties_dir, "media"),
-            out=os.path.join(out, "media"), certs=certs, address=address,
+            out=os.path.join(out, "media"), certs=os.path.join(certs, "media"), address=address,
             split=SplitConfig(**{"width": 4, "bottom_units": (8,), **split}),
             model=ModelConfig(embedding_dim=4, tower_units=(8,)),
             train=TrainConfig(batch_size=256, max_steps=max_steps,
@@ -41,7 +41,8 @@ class PartyRun:
         self.media = base
         self.advertiser = replace(base, party="advertiser",
                                   data=os.path.join(parties_dir, "advertiser"),
-                                  out=os.path.join(out, "advertiser"))
+                                  out=os.path.join(out, "advertiser"),
+                                  certs=os.path.join(certs, "advertiser"))
         self.procs = {}
 
     def start(self, party: str, config=None) -> subprocess.Popen:

@@ -10,7 +10,7 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from federated.certs import PartyCredentials, main, write_certificates
+from federated.certs import CredentialsError, PartyCredentials, main, write_certificates
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -27,12 +27,38 @@ def _load(path):
         return x509.load_pem_x509_certificate(fh.read())
 
 
-def test_write_certificates_writes_and_returns_the_ca_and_each_party_files(cert_dir):
+def test_write_certificates_writes_the_ca_apart_and_one_directory_per_party(cert_dir):
     out, paths = cert_dir
-    names = ["ca.pem", "ca.key", "media.pem", "media.key", "advertiser.pem", "advertiser.key"]
+    names = ["ca/ca.pem", "ca/ca.key", "media/ca.pem", "media/media.pem", "media/media.key",
+             "advertiser/ca.pem", "advertiser/advertiser.pem", "advertiser/advertiser.key"]
     assert list(paths) == names
     assert paths == {n: os.path.join(os.path.abspath(out), n) for n in names}
-    assert sorted(os.listdir(out)) == sorted(names)  # no staging files left behind
+    assert sorted(os.listdir(out)) == ["advertiser", "ca", "media"]
+    assert sorted(os.listdir(os.path.join(out, "ca"))) == ["ca.key", "ca.pem"]  # no staging
+
+
+def test_party_directories_hold_no_ca_key_and_no_other_partys_key(cert_dir):
+    out, paths = cert_dir
+    for party in ("media", "advertiser"):
+        held = sorted(os.listdir(os.path.join(out, party)))
+        assert held == sorted(["ca.pem", f"{party}.pem", f"{party}.key"])
+        assert open(os.path.join(out, party, "ca.pem"), "rb").read() == \
+            open(paths["ca/ca.pem"], "rb").read()
+
+
+def test_credentials_refuse_a_directory_that_also_holds_the_ca_key_or_another_partys(
+        cert_dir, tmp_path):
+    import shutil
+    out, paths = cert_dir
+    flat = tmp_path / "flat"
+    shutil.copytree(os.path.join(out, "media"), flat)
+    shutil.copy(paths["ca/ca.key"], flat / "ca.key")
+    with pytest.raises(CredentialsError, match="holds ca.key beside this party's media.key"):
+        PartyCredentials.for_party(str(flat), "media").read()
+    os.remove(flat / "ca.key")
+    shutil.copy(paths["advertiser/advertiser.key"], flat / "advertiser.key")
+    with pytest.raises(CredentialsError, match="advertiser.key"):
+        PartyCredentials.for_party(str(flat), "media").read()
 
 
 def test_private_keys_are_mode_0600(cert_dir):
@@ -47,10 +73,10 @@ def test_private_keys_are_mode_0600(cert_dir):
 
 def test_party_certificate_has_cn_san_both_ekus_and_is_signed_by_the_ca(cert_dir):
     _, paths = cert_dir
-    ca = _load(paths["ca.pem"])
+    ca = _load(paths["ca/ca.pem"])
     assert ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
     for party in ("media", "advertiser"):
-        cert = _load(paths[f"{party}.pem"])
+        cert = _load(paths[f"{party}/{party}.pem"])
         cn = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
         assert [a.value for a in cn] == [party]
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
@@ -66,7 +92,7 @@ def test_party_certificate_has_cn_san_both_ekus_and_is_signed_by_the_ca(cert_dir
 
 def test_party_credentials_read_the_three_pem_files(cert_dir):
     out, paths = cert_dir
-    creds = PartyCredentials.for_party(out, "media")
+    creds = PartyCredentials.for_party(os.path.join(out, "media"), "media")
     ca, cert, key = creds.read()
     assert ca.startswith(b"-----BEGIN CERTIFICATE-----")
     assert cert.startswith(b"-----BEGIN CERTIFICATE-----") and cert != ca
@@ -80,7 +106,8 @@ def test_missing_credentials_name_the_path_and_the_command_to_create_them(tmp_pa
     with pytest.raises(FileNotFoundError) as info:
         creds.read()
     assert str(tmp_path / "ca.pem") in str(info.value)
-    assert f"run python -m federated.certs --out {tmp_path}" in str(info.value)
+    assert f"run python -m federated.certs --out CERT_DIR and give this party CERT_DIR/media/ " \
+           f"as {tmp_path}" in str(info.value)
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -103,10 +130,11 @@ def test_cli_writes_the_files_and_prints_the_summary_table(tmp_path, capsys):
                  "--days", "2"]) == 0
     text = capsys.readouterr().out
     assert "federated.certs" in text.splitlines()[1]
-    for name in ("ca.pem", "ca.key", "eve.pem", "eve.key"):
+    for name in ("ca/ca.pem", "ca/ca.key", "eve/eve.pem", "eve/eve.key"):
         assert f"| {name}" in text
     assert "private key, mode 0600" in text and "certificate (CN=eve)" in text
-    san = _load(os.path.join(out, "eve.pem")).extensions.get_extension_for_class(
+    assert "to no party" in text
+    san = _load(os.path.join(out, "eve", "eve.pem")).extensions.get_extension_for_class(
         x509.SubjectAlternativeName).value
     assert san.get_values_for_type(x509.DNSName) == ["localhost", "eve"]
 
@@ -120,4 +148,20 @@ def test_cli_runs_as_a_module(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "federated.certs", "--out", str(tmp_path)],
                           cwd=REPO, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
-    assert "advertiser.key" in proc.stdout
+    assert "advertiser/advertiser.key" in proc.stdout
+
+
+def test_credentials_refuse_a_certificate_of_another_ca_or_another_key(cert_dir, tmp_path):
+    import shutil
+    out, paths = cert_dir
+    mixed = tmp_path / "mixed"
+    shutil.copytree(os.path.join(out, "media"), mixed)
+    other = str(tmp_path / "other")
+    write_certificates(other)
+    shutil.copy(os.path.join(other, "ca", "ca.pem"), mixed / "ca.pem")
+    with pytest.raises(CredentialsError, match="certificate not signed by the expected CA"):
+        PartyCredentials.for_party(str(mixed), "media").read()
+    shutil.copy(paths["media/ca.pem"], mixed / "ca.pem")
+    shutil.copy(os.path.join(other, "media", "media.key"), mixed / "media.key")
+    with pytest.raises(CredentialsError, match="not the private key of"):
+        PartyCredentials.for_party(str(mixed), "media").read()

@@ -21,7 +21,7 @@ def test_load_reads_every_section_and_round_trips_through_save(tmp_path):
         **BASE, "address": "127.0.0.1:5701", "seed": 3,
         "split": {"width": 4, "wire_dtype": "float16", "bottom_units": [16, 8],
                   "shuffle_seed": 7, "dp": {"epsilon": 8.0, "clip": 0.5},
-                  "gradient_defence": {"method": "marvell", "marvell_scale": 2.0}},
+                  "gradient_defence": {"method": "marvell", "marvell_power": 2.0}},
         "model": {"embedding_dim": 4, "tower_units": [8]},
         "train": {"batch_size": 256, "max_steps": 10},
         "peer_timeout_s": 30, "call_timeout_s": 5})
@@ -29,6 +29,7 @@ def test_load_reads_every_section_and_round_trips_through_save(tmp_path):
     assert config.split == SplitConfig(width=4, wire_dtype="float16", bottom_units=(16, 8),
                                        shuffle_seed=7, dp=DPConfig(epsilon=8.0, clip=0.5),
                                        gradient_defence=GradientDefenceConfig("marvell", 2.0))
+    assert PartyConfig.load(_write(tmp_path, BASE)).split.gradient_defence.method == "marvell"
     assert config.model == ModelConfig(embedding_dim=4, tower_units=(8,))
     assert config.train == TrainConfig(batch_size=256, max_steps=10)
     assert (config.seed, config.address, config.peer_timeout_s) == (3, "127.0.0.1:5701", 30)
@@ -40,7 +41,7 @@ def test_load_reads_every_section_and_round_trips_through_save(tmp_path):
 def test_a_file_with_only_the_required_keys_gets_the_defaults(tmp_path):
     config = PartyConfig.load(_write(tmp_path, BASE))
     assert config.split == SplitConfig() and config.train == TrainConfig()
-    assert config.address == "127.0.0.1:0"
+    assert config.address == "127.0.0.1:5701"  # a fixed port: a restart is found again
 
 
 @pytest.mark.parametrize("raw, match", [

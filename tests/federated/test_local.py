@@ -35,11 +35,12 @@ def test_local_run_writes_federated_json_with_every_arm_and_both_leak_states(tmp
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((out / "federated.json").read_text())
-    for arm in ("advertiser_only", "federated", "centralized", "federated_defended"):
+    for arm in ("advertiser_only", "federated", "centralized", "federated_no_defence"):
         assert 0.0 < report["entire_space_cvr_auc"][arm] < 1.0
-    for attack in ("leak_auc_norm", "leak_auc_direction"):
+    for attack in ("leak_auc_norm", "leak_auc_direction", "leak_auc_pca"):
         assert set(report[attack]) == {"off", "on"}
         assert all(0.0 <= v <= 1.0 for v in report[attack].values())
+    assert set(report["marvell_auc_bound_mean"]) == {"on"}  # Marvell runs by default
     assert report["train_bytes_per_sample"] > 0
     assert report["throughput"]["federated_vs_centralized"] > 0
     assert (out / "federated.md").exists() and (out / "federated.png").exists()
@@ -64,13 +65,13 @@ def _federated(arm, seed, es, norm, direction):
                    dp={"enabled": False})
 
 
-def test_report_gives_the_mean_over_seeds_per_arm_and_leak_off_from_federated_on_from_defended():
+def test_report_gives_the_mean_over_seeds_per_arm_and_leak_on_from_federated_off_from_the_other():
     results = {
         "advertiser_only": [_result("advertiser_only", s, 0.80 + s / 100) for s in (0, 1, 2)],
         "centralized": [_result("centralized", s, 0.84) for s in (0, 1, 2)],
-        "federated": [_federated("federated", s, 0.83, 0.99, 0.95) for s in (0, 1, 2)],
-        "federated_defended": [_federated("federated_defended", s, 0.82, 0.6, 0.55)
-                               for s in (0, 1, 2)],
+        "federated": [_federated("federated", s, 0.83, 0.6, 0.55) for s in (0, 1, 2)],
+        "federated_no_defence": [_federated("federated_no_defence", s, 0.82, 0.99, 0.95)
+                                 for s in (0, 1, 2)],
     }
     report = build_report(results, {})
     assert report["entire_space_cvr_auc"]["advertiser_only"] == pytest.approx(0.81)

@@ -6,7 +6,8 @@ import pytest
 
 from federated.privacy import (DPConfig, EmbeddingDP, GradientDefenceConfig, clip_rows,
                                direction_attack_scores, epsilon_for, noise_multiplier_for,
-                               norm_attack_scores, perturb_gradients, secure_generator)
+                               norm_attack_scores, pca_attack_scores, perturb_gradients,
+                               secure_generator)
 from models.metrics import auc
 
 #: The defaults of DPConfig and EmbeddingDP, so that the (cached) accountant calls are shared.
@@ -80,11 +81,15 @@ def test_dp_config_is_enabled_only_with_a_positive_epsilon():
     assert DPConfig(epsilon=1.0).enabled
 
 
-def test_gradient_defence_config_rejects_unknown_method_and_negative_scale():
+def test_gradient_defence_config_rejects_unknown_method_and_negative_power():
     with pytest.raises(ValueError, match="gradient defence must be one of"):
         GradientDefenceConfig(method="laplace")
-    with pytest.raises(ValueError, match="marvell_scale"):
-        GradientDefenceConfig(method="marvell", marvell_scale=-1.0)
+    with pytest.raises(ValueError, match="marvell_power"):
+        GradientDefenceConfig(method="marvell", marvell_power=-1.0)
+
+
+def test_the_defence_is_on_by_default_marvell_with_max_norm():
+    assert GradientDefenceConfig() == GradientDefenceConfig("marvell", 4.0, True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -134,15 +139,16 @@ def test_secure_generator_gives_different_streams_on_two_calls():
 
 def test_perturb_gradients_without_a_defence_returns_the_input():
     y, g = _two_class_gradients(0, n=100)
-    assert perturb_gradients(g, y, GradientDefenceConfig("none"), np.random.default_rng(0)) is g
+    sent, kl = perturb_gradients(g, y, GradientDefenceConfig("none"), np.random.default_rng(0))
+    assert sent is g and kl is None
 
 
 def test_max_norm_lifts_every_rows_expected_squared_norm_to_the_batch_max():
     rng = np.random.default_rng(0)
     g = rng.normal(size=(6, 4)) * np.array([[0.1], [0.5], [1.0], [2.0], [0.0], [3.0]])
     target = np.max(np.sum(g * g, axis=1))
-    draws = np.stack([perturb_gradients(g, np.zeros(6), GradientDefenceConfig("max_norm"), rng)
-                      for _ in range(4000)])
+    draws = np.stack([perturb_gradients(g, np.zeros(6), GradientDefenceConfig("max_norm"),
+                                        rng)[0] for _ in range(4000)])
     mean_sq = np.mean(np.sum(draws * draws, axis=2), axis=0)
     np.testing.assert_allclose(mean_sq, target, rtol=0.05)
     longest = int(np.argmax(np.sum(g * g, axis=1)))
@@ -152,19 +158,23 @@ def test_max_norm_lifts_every_rows_expected_squared_norm_to_the_batch_max():
 def test_norm_attack_separates_larger_positive_gradients_and_max_norm_defeats_it():
     y, g = _two_class_gradients(1)
     assert auc(y, norm_attack_scores(g)) > 0.99
-    defended = perturb_gradients(g, y, GradientDefenceConfig("max_norm"),
-                                 np.random.default_rng(2))
+    defended, _ = perturb_gradients(g, y, GradientDefenceConfig("max_norm"),
+                                    np.random.default_rng(2))
     assert defended.dtype == g.dtype
     assert abs(auc(y, norm_attack_scores(defended)) - 0.5) < 0.08
 
 
-def test_marvell_brings_the_direction_attack_towards_chance():
+def test_marvell_brings_every_attack_towards_chance_within_its_stated_bound():
+    from federated.marvell import auc_bound
     y, g = _two_class_gradients(3)
     assert _direction_auc(y, g) > 0.99
-    defended = perturb_gradients(g, y, GradientDefenceConfig("marvell", 1.0),
-                                 np.random.default_rng(4))
-    assert abs(_direction_auc(y, defended) - 0.5) < 0.1
-    assert abs(auc(y, norm_attack_scores(defended)) - 0.5) < 0.1
+    defended, kl = perturb_gradients(g, y, GradientDefenceConfig("marvell", 4.0),
+                                     np.random.default_rng(4))
+    bound = auc_bound(kl)
+    assert bound < 0.7
+    for attack_auc in (_direction_auc(y, defended), auc(y, norm_attack_scores(defended)),
+                       auc(y, pca_attack_scores(defended))):
+        assert attack_auc < bound + 0.03  # sampling noise of 2000 rows
 
 
 def test_direction_attack_scores_are_cosines_with_the_known_positive():

@@ -193,6 +193,7 @@ def test_leak_audit_scores_separable_gradients_near_one_and_noise_near_half():
         blind.add(rng.normal(size=(200, 3)), y)
     aucs = leaky.aucs()
     assert aucs["leak_auc_norm"] > 0.99 and aucs["leak_auc_direction"] > 0.99
+    assert aucs["leak_auc_pca"] > 0.99  # the rare class in the long tail of the first PC
     for value in blind.aucs().values():
         assert abs(value - 0.5) < 0.06
 
@@ -201,5 +202,29 @@ def test_leak_audit_is_nan_without_both_classes():
     audit = LeakAudit()
     assert all(np.isnan(v) for v in audit.aucs().values())
     audit.add(np.ones((10, 3)), np.zeros(10))  # no positive: no direction scores
-    assert audit.direction == []
+    assert audit.scores["direction"] == []
     assert all(np.isnan(v) for v in audit.aucs().values())
+
+
+def test_leak_audit_segments_rebuild_the_audit_of_a_checkpoint_and_drop_later_ones(tmp_path):
+    from federated.training import load_audits, save_audit_segment
+    rng = np.random.default_rng(1)
+    sent, raw = LeakAudit(), LeakAudit()
+    batches = [((rng.random(50) < 0.3).astype(np.int8), rng.normal(size=(50, 3)))
+               for _ in range(6)]
+    for step, (y, g) in enumerate(batches, 1):
+        sent.add(g, y, sum_kl=0.01 * step)
+        raw.add(g * 2, y)
+        if step % 2 == 0:
+            save_audit_segment(str(tmp_path), step, {"sent": sent, "raw": raw})
+    back = load_audits(str(tmp_path), 4, ("sent", "raw"))  # a restart resumes at step 4
+    again = LeakAudit()
+    for y, g in batches[:4]:
+        again.add(g, y, sum_kl=0.0)
+    assert back["sent"].sum_kl == pytest.approx([0.01, 0.02, 0.03, 0.04])
+    for attack in LeakAudit.ATTACKS:
+        np.testing.assert_allclose(np.concatenate(back["sent"].scores[attack]),
+                                   np.concatenate(again.scores[attack]), rtol=1e-6)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["audit-2.npz", "audit-4.npz"]
+    empty = load_audits(str(tmp_path / "none"), 0, ("sent",))["sent"]
+    assert empty.aucs()["leak_auc_norm"] != empty.aucs()["leak_auc_norm"]  # nan
