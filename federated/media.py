@@ -41,7 +41,9 @@ EXIT_CERTIFICATE, EXIT_PEER_GONE, EXIT_FAILED = 2, 3, 4
 
 
 class WireCounter:
-    """Bytes of every request and response, by phase (``psi``, ``train``, ``eval``)."""
+    """Bytes of every request and response, by phase (``psi``, ``train``, ``eval``): the
+    serialised sizes the client sent and received (``PeerClient.last_sizes``), not a second
+    encoding."""
 
     def __init__(self, client):
         self.client = client
@@ -49,10 +51,9 @@ class WireCounter:
         self.phase = "psi"
 
     def __call__(self, method: str, header: dict, arrays: dict):
-        from federated.transport import encode
-        self.bytes[self.phase] = self.bytes.get(self.phase, 0) + len(encode(header, arrays))
         out = self.client.call(method, header, arrays)
-        self.bytes[self.phase] += len(encode(*out))
+        sent, received = self.client.last_sizes
+        self.bytes[self.phase] = self.bytes.get(self.phase, 0) + sent + received
         return out
 
 

@@ -477,6 +477,9 @@ class PeerClient:
         self.retry_for_s = float(retry_for_s)
         self._channel = grpc.secure_channel(address, channel_credentials, options=options)
         self._stubs: Dict[str, Callable] = {}
+        #: Serialised sizes of the last call's request and reply, in bytes (what the wire
+        #: carried, before gRPC's own framing and TLS).
+        self.last_sizes: Tuple[int, int] = (0, 0)
 
     def _stub(self, method: str) -> Callable:
         if method not in self._stubs:
@@ -538,6 +541,7 @@ class PeerClient:
                 self._wait_ready(min(delay, self.retry_for_s - waited))
                 delay = min(delay * 2, BACKOFF_CAP_S)
                 continue
+            self.last_sizes = (len(request), len(reply))
             try:
                 return decode(reply)
             except ValueError as e:

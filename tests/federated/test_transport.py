@@ -224,6 +224,8 @@ def test_client_with_the_right_certificate_round_trips_arrays_through_another_pr
     for name, a in arrays.items():
         np.testing.assert_array_equal(got[name], a)
         assert got[name].dtype == a.dtype
+    request = len(encode({"step": 7, "note": "hi"}, arrays))
+    assert client.last_sizes == (request, request)  # the echo's reply is the same message
 
 
 def test_client_certificate_of_another_ca_is_refused_at_once_and_the_server_keeps_serving(
