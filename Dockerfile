@@ -27,18 +27,28 @@ RUN python docker/check_versions.py tensorflow=2.12 nvtabular=23.08
 #   pillow 12.3.0         matplotlib's; cpu.lock's 13.0.0 needs Python >= 3.11
 #   hypothesis 6.168.5    the property tests; cpu.lock's 6.170.17 needs Python >= 3.11
 #   pytest-timeout 2.4.0  pytest.ini's --timeout
+#   dp-accounting 0.6.0   federated.privacy's accountant (cpu.lock's)
+#   dm-tree 0.1.8         dp-accounting's (~=0.1.8)
+#   mpmath 1.3.0          dp-accounting's
+#   cryptography 44.0.3   federated's certificates, PSI and TLS checks; cpu.lock's 50.0.2 needs
+#                         typing-extensions >= 4.13.2 on Python 3.10, newer than TensorFlow's
+#   cffi 1.17.1           cryptography 44's (>= 1.12), wheels for Python 3.10
+#   pycparser 2.22        cffi's; cpu.lock's 3.12 needs Python >= 3.11
 # Taken from the image: pyparsing (pydot's), pyyaml, tqdm, scikit-learn, scipy, pandas, pyarrow,
 # dask, onnx, onnxruntime, tf2onnx, tritonclient, pytest, nbclient, perf_analyzer, tritonserver.
 # Not added on purpose: nvidia-pytriton, serving.serve's CPU Triton (the image has its own).
 RUN pip install --no-cache-dir --no-deps \
         matplotlib==3.8.4 contourpy==1.2.1 cycler==0.12.1 fonttools==4.65.0 \
-        kiwisolver==1.5.1 pillow==12.3.0 hypothesis==6.168.5 pytest-timeout==2.4.0
+        kiwisolver==1.5.1 pillow==12.3.0 hypothesis==6.168.5 pytest-timeout==2.4.0 \
+        dp-accounting==0.6.0 dm-tree==0.1.8 mpmath==1.3.0 cryptography==44.0.3 cffi==1.17.1 \
+        pycparser==2.22
 
 # Everything extcvr imports from the image or was just given imports: a dependency that the
 # --no-deps install missed fails the build here, not a run.
 RUN python docker/check_versions.py --imports matplotlib.pyplot hypothesis pytest_timeout \
         yaml tqdm sklearn scipy pandas pyarrow dask distributed onnx onnxruntime tf2onnx \
-        tritonclient.http tritonclient.grpc nbclient
+        tritonclient.http tritonclient.grpc nbclient dp_accounting cryptography \
+        cryptography.hazmat.primitives.asymmetric.ec
 
 COPY . .
 

@@ -6,6 +6,7 @@ message naming the package and both versions, the entry point dispatches each co
 image, and hadolint passes when it is installed. Building and running the images needs Docker
 and a GPU: see the top of each Dockerfile."""
 
+import ast
 import fnmatch
 import importlib.metadata
 import json
@@ -162,6 +163,63 @@ def test_every_pip_install_is_pinned_without_dependencies_and_never_a_second_sta
             match = PINNED.fullmatch(arg)
             assert match, f"{name}: pip install {arg}: not pinned with =="
             assert not FORBIDDEN.fullmatch(match.group(1)), f"{name}: pip install {arg}"
+
+
+def project_imports() -> Dict[str, List[str]]:
+    """Every third-party top-level module the project's Python files import (AST, ``import x``
+    and ``from x import y``, guarded or not), with the files that import it; the standard library,
+    the project's own packages and the test helpers beside the tests are left out."""
+    local = {p.name for p in REPO.iterdir() if p.is_dir()} | {
+        p.stem for p in (REPO / "tests").rglob("*.py")}
+    found: Dict[str, List[str]] = {}
+    for path in sorted(REPO.rglob("*.py")):
+        rel = path.relative_to(REPO)
+        if rel.parts[0].startswith(".") or "results" in rel.parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for top in {n.split(".")[0] for n in names}:
+                if top not in sys.stdlib_module_names and top not in local:
+                    found.setdefault(top, []).append(str(rel))
+    return found
+
+
+def test_every_third_party_import_is_in_the_image_manifest_or_installed_by_the_dockerfile():
+    import yaml
+    manifest = yaml.safe_load((REPO / "docker" / "image_manifest.yaml").read_text())
+    shipped = {m for m, e in manifest["modules"].items() if e["images"] in ("both", "tensorflow")}
+    installed_dists = set()
+    for cmd in shell_commands("Dockerfile"):
+        if cmd[:2] == ["pip", "install"]:
+            installed_dists |= {PINNED.fullmatch(a).group(1).lower() for a in cmd[2:]
+                                if not a.startswith("-")}
+    declared = {d.lower(): m for d, m in manifest["installed"].items()}
+    assert set(declared) <= installed_dists, \
+        f"manifest 'installed' names what Dockerfile does not install: " \
+        f"{sorted(set(declared) - installed_dists)}"
+    available = shipped | set(declared.values()) | set(manifest.get("not_in_image") or {})
+    imports = project_imports()
+    assert {"numpy", "tensorflow", "dp_accounting", "cryptography"} <= set(imports)  # it looks
+    missing = {m: files[:3] for m, files in imports.items() if m not in available}
+    assert not missing, f"imported but neither in the 23.08 image manifest nor installed by " \
+                        f"the Dockerfile (module: files): {missing}"
+
+
+def test_the_build_time_import_check_names_every_module_the_dockerfile_installs():
+    import yaml
+    manifest = yaml.safe_load((REPO / "docker" / "image_manifest.yaml").read_text())
+    for name in BASES:
+        checked = set()
+        for cmd in shell_commands(name):
+            if cmd[:2] == ["python", str(CHECK.relative_to(REPO))] and "--imports" in cmd:
+                checked |= {a.split(".")[0] for a in cmd[cmd.index("--imports") + 1:]}
+        assert set(manifest["installed"].values()) <= checked, \
+            f"{name}: --imports lacks {sorted(set(manifest['installed'].values()) - checked)}"
 
 
 @pytest.mark.parametrize("name", BASES)
