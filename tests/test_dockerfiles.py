@@ -189,6 +189,14 @@ def project_imports() -> Dict[str, List[str]]:
     return found
 
 
+def test_the_hugectr_import_at_build_time_uses_nvidias_compat_and_stub_directories():
+    run = [args for keyword, args in instructions("Dockerfile.hugectr")
+           if keyword == "RUN" and "hugectr=23.08" in args]
+    assert len(run) == 1
+    assert "/usr/local/cuda-$(echo \"${CUDA_VERSION}\" | cut -d. -f1-2)/compat" in run[0]
+    assert "/usr/local/cuda/lib64/stubs" in run[0] and "lib.real" not in run[0]
+
+
 def test_every_third_party_import_is_in_the_image_manifest_or_installed_by_the_dockerfile():
     import yaml
     manifest = yaml.safe_load((REPO / "docker" / "image_manifest.yaml").read_text())
