@@ -94,15 +94,28 @@ def encode_list_column(original, encoded, dtype=None):
 
 
 def hash_series(ser):
-    """Row-wise hash of a Series that depends on the value only.
+    """Row-wise hash of a Series that depends on the value only, and for integer ids the same
+    on both devices.
 
     merlin-core 23.08 hashes pandas Series with ``hash_pandas_object(ser)``, whose default
     ``index=True`` mixes the row's index into the hash: the same rare id then lands in
     different Categorify tail buckets in different rows and partitions, and serving (one
-    request = a fresh index) disagrees with training. Hashing the values alone fixes both.
+    request = a fresh index) disagrees with training. And cuDF Series get cuDF's murmur3, which
+    pandas never matches: a workflow fitted on the GPU and served on the CPU (or the reverse)
+    disagrees on every rare id. Integer values (the ids this project hashes) therefore go
+    through ``preprocessing.id_hash`` on either device (numpy for pandas, CuPy for cuDF, one
+    definition); other values keep a value-only hash of their library (not device-independent).
     """
+    from preprocessing.id_hash import id_hash
     if isinstance(ser, pd.Series):
+        if isinstance(ser.dtype, np.dtype) and ser.dtype.kind in ("i", "u"):
+            return id_hash(ser.to_numpy())
         return pd.util.hash_pandas_object(ser, index=False).values
+    values = getattr(ser, "values", None)
+    if getattr(getattr(ser, "dtype", None), "kind", None) in ("i", "u") and values is not None \
+            and type(ser).__module__.startswith("cudf"):
+        import cudf  # the GPU path: the same function on the CuPy array  # pragma: no cover
+        return cudf.Series(id_hash(values))  # pragma: no cover
     return _ORIGINAL["hash_series"](ser)
 
 

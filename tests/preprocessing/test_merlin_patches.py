@@ -136,3 +136,12 @@ def test_a_changed_signature_is_refused_with_a_clear_error():
     with pytest.raises(merlin_patches.MerlinVersionError, match="flatten_list_column_values"):
         merlin_patches.check_signature("merlin.core.dispatch", "flatten_list_column_values",
                                        changed)
+
+
+def test_integer_ids_hash_with_the_device_independent_splitmix64():
+    from preprocessing.id_hash import id_hash
+    merlin_patches.apply()
+    ids = pd.Series([0, 7, -1, 2**40], dtype=np.int64)
+    np.testing.assert_array_equal(merlin_patches.hash_series(ids), id_hash(ids.to_numpy()))
+    import merlin.core.dispatch as dispatch
+    np.testing.assert_array_equal(dispatch.hash_series(ids), id_hash(ids.to_numpy()))

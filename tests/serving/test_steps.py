@@ -38,6 +38,23 @@ def test_per_request_transform_equals_the_offline_workflow(transformer, small_pr
     assert transformer.verify(raw) == 0.0  # and Merlin's LocalExecutor agrees
 
 
+def test_served_rare_ids_get_the_tail_bucket_of_the_processed_split_by_the_id_hash(
+        transformer, small_processed):
+    from preprocessing.id_hash import id_hash
+    from preprocessing.workflow import WorkflowConfig
+    raw, proc = _raw_and_processed(small_processed)
+    buckets = WorkflowConfig().tail_buckets
+    got = transformer.transform_frame(raw)
+    for col in ("user_id", "item_id"):
+        codes = proc[col].to_numpy()
+        tail = (codes >= 2) & (codes < 2 + buckets)  # hashed, not in the vocabulary
+        assert tail.sum() > 20, f"{col}: too few rare ids for the test to mean anything"
+        expected = (id_hash(raw[col].to_numpy()) % np.uint64(buckets)).astype(np.int64) + 2
+        np.testing.assert_array_equal(codes[tail], expected[tail])
+        served = np.asarray(got[col]).reshape(-1)
+        np.testing.assert_array_equal(served[tail], codes[tail])
+
+
 def test_merlin_executor_gives_the_same_columns(small_processed, transformer):
     from serving.preprocess import RequestTransformer, compare_processed
     merlin = RequestTransformer(os.path.join(small_processed, "workflow"),
