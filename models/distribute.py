@@ -10,27 +10,71 @@ step on N replicas moves the weights as one step on one replica with the same gl
 (``tests/models/test_distribute.py``, two logical CPU devices). The learning rate needs no
 scaling.
 
-Which strategy (:func:`choose_strategy`): ``MirroredStrategy`` over the GPUs when TensorFlow
-sees several (``preprocessing.device``), else the default strategy. Training on several
-machines is not built yet (issue 35: ``MultiWorkerMirroredStrategy`` needs the loop's
-checkpoints written by every worker).
+Which strategy (:func:`choose_strategy`): ``MultiWorkerMirroredStrategy`` when ``TF_CONFIG``
+names a cluster of several workers (one process per machine; every worker reads the same global
+batches in the same order and keeps its own replicas' rows of each, so the result is one
+worker's up to float tolerance: ``tests/models/test_distribute.py`` runs two workers over
+loopback), else ``MirroredStrategy`` over the GPUs when TensorFlow sees several
+(``preprocessing.device``), else the default strategy. Every worker runs the whole loop,
+checkpoints included (as ``tf.distribute`` requires); only the chief (task 0) writes the run
+directory, worker ``i`` writes ``RUN/worker-i`` (:func:`worker_run_dir`).
+
+Launch on N machines (same code and data path on each; ports open between them)::
+
+    TF_CONFIG='{"cluster": {"worker": ["host0:2222", "host1:2222"]},
+                "task": {"type": "worker", "index": I}}' \
+        python -m models.train --model esmm --data PROC --out RUN    # on machine I
 """
 
 from __future__ import annotations
 
+import json
+import os
 from typing import Dict, Tuple
 
 Batch = Tuple[Dict[str, object], Dict[str, object]]
+_STRATEGY = None
+
+
+def cluster_task() -> Tuple[int, int]:
+    """``(workers, index)`` from ``TF_CONFIG`` (``(0, 0)`` without one)."""
+    raw = os.environ.get("TF_CONFIG")
+    if not raw:
+        return 0, 0
+    try:
+        config = json.loads(raw)
+        workers = len(config["cluster"].get("worker", [])) + len(config["cluster"].get("chief", []))
+        task = config["task"]
+        index = int(task["index"]) + (len(config["cluster"].get("chief", []))
+                                      if task["type"] == "worker" else 0)
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"TF_CONFIG: expected {{'cluster': {{'worker': [...]}}, 'task': "
+                         f"{{'type': 'worker', 'index': I}}}}, got {raw!r} ({e})") from None
+    return workers, index
 
 
 def choose_strategy():
-    """The strategy this process trains under (see the module docstring)."""
+    """The strategy this process trains under (see the module docstring); the multi-worker one
+    is created once per process (TensorFlow wants it before any other op)."""
     import tensorflow as tf
+    global _STRATEGY
+    if _STRATEGY is not None:
+        return _STRATEGY
+    if cluster_task()[0] > 1:
+        _STRATEGY = tf.distribute.MultiWorkerMirroredStrategy()
+        return _STRATEGY
 
     from preprocessing.device import detect
     if (detect().tensorflow_gpus or 0) > 1:
         return tf.distribute.MirroredStrategy()
     return tf.distribute.get_strategy()
+
+
+def worker_run_dir(run_dir: str) -> str:
+    """Where this worker writes: ``run_dir`` for the chief (or without a cluster),
+    ``run_dir/worker-<index>`` for the others."""
+    workers, index = cluster_task()
+    return run_dir if workers <= 1 or index == 0 else os.path.join(run_dir, f"worker-{index}")
 
 
 def replica_slice(batch: Batch, replica, replicas: int) -> Batch:

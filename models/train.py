@@ -165,9 +165,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     try:
+        from models.distribute import choose_strategy, cluster_task, worker_run_dir
+        if cluster_task()[0] > 1:
+            choose_strategy()  # the multi-worker strategy before any other TensorFlow op
         mcfg, tcfg = load_configs(args.config)
-        result = train(args.model, args.data, args.out, args.seed, mcfg, tcfg, args.resume,
-                       progress=not args.no_progress)
+        result = train(args.model, args.data, worker_run_dir(args.out), args.seed, mcfg, tcfg,
+                       args.resume, progress=not args.no_progress)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
