@@ -10,7 +10,7 @@ Usage::
 Steps: generate ``N`` rows (``preprocessing.generate``, seed ``--generator-seed``) and
 preprocess them, or take ``--data``; split them into the two parties' own files
 (``DIR/parties``, ``federated.split``); write the CA and the parties' certificates
-(``DIR/certs``); then for each seed train
+(``DIR/certs``); then for each seed (which is also the arm's shuffle seed) train
 
 - ``advertiser_only``, ``centralized`` (the federated model with every column in one process:
   its upper bound) and ``centralized_flat`` (the harness model with every column in its input
@@ -302,7 +302,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                         "federated,federated_no_defence", help="which arms to run")
     parser.add_argument("--psi-cache", default=None,
                         help="a run's psi_cache directory (media/ and advertiser/) over the "
-                             "same party files: reuse its alignment instead of a new PSI")
+                             "same party files: every federated arm reuses its alignment "
+                             "(default: each federated arm of each seed runs its own PSI)")
     parser.add_argument("--merge", nargs="+", default=None, metavar="DIR",
                         help="build DIR/federated.json from the results of earlier "
                              "federated.local runs (their results_partial.json) instead")
@@ -367,19 +368,21 @@ def run_local(args) -> int:
     for seed in seeds:
         for arm in wanted:
             print(f"[federated.local] seed {seed}: {arm}", file=sys.stderr, flush=True)
+            # Each seed shuffles with its own order (shuffle_seed = the seed), and each federated
+            # arm runs its own PSI unless --psi-cache asks to reuse one.
             if arm in ARMS:
                 r = train_arm(arm, os.path.join(parties, "media"),
                               os.path.join(parties, "advertiser"), split.model, seed,
-                              split.shuffle_seed, model_config, train_config, progress,
+                              seed, model_config, train_config, progress,
                               export_dir=os.path.join(out, "runs", f"{arm}_seed{seed}",
                                                       "saved_model"),
                               width=split.width, bottom_units=split.bottom_units)
             elif arm in variants:
                 run_dir = os.path.join(out, "runs", f"{arm}_seed{seed}")
-                both = run_federated(replace(base, split=variants[arm]), parties, certs,
-                                     run_dir, seed, psi_cache, progress)
-                if psi_cache is None:
-                    psi_cache = save_psi_cache(run_dir)
+                both = run_federated(
+                    replace(base, split=replace(variants[arm], shuffle_seed=seed)), parties,
+                    certs, run_dir, seed, psi_cache, progress)
+                save_psi_cache(run_dir)  # for a later --psi-cache, never reused by this run
                 r = federated_record(arm, seed, both["media"], both["advertiser"], run_dir)
             else:
                 raise ValueError(f"unknown arm {arm!r}")
