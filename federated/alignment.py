@@ -185,6 +185,8 @@ class AdvertiserPsi:
         s = self._session("PsiReblind", split)
         points = np.ascontiguousarray(points, dtype=np.uint8).reshape(-1, 32)
         digest = hashlib.sha256(points.tobytes()).hexdigest()
+        if not len(points):
+            return points  # nothing asked, nothing answered or recorded
         if offset in s.chunks:
             if s.chunks[offset] != digest:
                 raise PsiRefused(f"PsiReblind {split}: other points at offset {offset}, which "
@@ -211,24 +213,48 @@ class AdvertiserPsi:
         return own[offset:offset + count], len(own)
 
     def receive(self, split: str, offset: int, points: np.ndarray) -> None:
-        """The chunk at ``offset`` of H(y)^ba, returned by the media in the order sent."""
+        """The chunk at ``offset`` of H(y)^ba, returned by the media in the order sent: the next
+        chunk (or the same points again at an offset already received), never beyond what was
+        fetched.
+
+        Raises:
+            PsiRefused: a gap, other points at a received offset, more points than fetched, or
+                not ``(n, 32)`` uint8.
+        """
         s = self._session("PsiReturn", split)
-        s.returned[offset] = np.asarray(points, dtype=np.uint8)
+        if not isinstance(points, np.ndarray) or points.dtype != np.uint8 or points.ndim != 2 \
+                or points.shape[1] != 32:
+            raise PsiRefused(f"PsiReturn {split}: expected (n, 32) uint8 points")
+        fetched = len(s.own[0]) if s.own is not None else 0
+        received = sum(len(c) for c in s.returned.values())
+        if offset in s.returned:
+            if not np.array_equal(s.returned[offset], points):
+                raise PsiRefused(f"PsiReturn {split}: other points at offset {offset}, which "
+                                 f"was already received")
+            return
+        if offset != received:
+            raise PsiRefused(f"PsiReturn {split}: chunk at offset {offset}, expected the next "
+                             f"one at {received}")
+        if received + len(points) > fetched:
+            raise PsiRefused(f"PsiReturn {split}: {received + len(points)} points in all, more "
+                             f"than the {fetched} sent")
+        s.returned[offset] = points.copy()
 
     def finish(self, split: str) -> Alignment:
         """The advertiser's alignment once every chunk has been exchanged; the split's scalar is
         dropped, and its PSI cannot be started again in this session."""
         s = self._session("PsiDone", split)
-        del self.sessions[split]
-        self.finished[split] = s.announced
         if s.answered != s.announced:
             raise PsiRefused(f"PsiDone {split}: {s.answered} of the {s.announced} announced "
                              f"points were re-blinded")
         perm = s.own[1] if s.own is not None else np.zeros(0, np.int64)
         own_double = _joined(s.returned)
         if len(own_double) != self.data[split].num_rows or len(perm) != len(own_double):
-            raise ValueError(f"PSI {split}: got {len(own_double)} returned points for "
+            raise PsiRefused(f"PsiDone {split}: got {len(own_double)} returned points for "
                              f"{self.data[split].num_rows} rows")
+        # Only a complete PSI closes the split for this session (and drops its scalar).
+        del self.sessions[split]
+        self.finished[split] = s.announced
         in_file_order = np.empty_like(own_double)
         in_file_order[perm] = own_double
         return Alignment.from_intersection(self.data[split], in_file_order,

@@ -142,25 +142,33 @@ class PartyCredentials:
         return out[0], out[1], out[2]
 
     def check_chain(self, ca_pem: bytes, cert_pem: bytes, key_pem: bytes) -> None:
-        """The party's certificate is signed by the CA it trusts and belongs to its key: a
-        mismatch would only show as a refused TLS handshake at the peer.
+        """The party's certificate is issued by a certificate it trusts (one of ``ca.pem``'s, a
+        bundle where each organisation has its own CA, or an intermediate that follows it in
+        its own file) and belongs to its key: a mismatch would only show as a refused TLS
+        handshake at the peer.
 
         Raises:
             CredentialsError: naming the files.
         """
         try:
-            ca = x509.load_pem_x509_certificate(ca_pem)
-            cert = x509.load_pem_x509_certificate(cert_pem)
+            trusted = x509.load_pem_x509_certificates(ca_pem)
+            chain = x509.load_pem_x509_certificates(cert_pem)
             key = serialization.load_pem_private_key(key_pem, password=None)
         except ValueError as e:
             raise CredentialsError(f"{self.ca}, {self.cert}, {self.key}: not PEM certificates "
                                    f"and key ({e})") from None
-        try:
-            cert.verify_directly_issued_by(ca)
-        except (ValueError, TypeError, InvalidSignature):
+        leaf = chain[0]
+        for issuer in chain[1:] + trusted:
+            try:
+                leaf.verify_directly_issued_by(issuer)
+                break
+            except (ValueError, TypeError, InvalidSignature):
+                continue
+        else:
             raise CredentialsError(f"{self.cert}: certificate not signed by the expected CA "
-                                   f"({self.ca})") from None
-        if cert.public_key().public_numbers() != key.public_key().public_numbers():
+                                   f"({self.ca})")
+        spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        if leaf.public_key().public_bytes(*spki) != key.public_key().public_bytes(*spki):
             raise CredentialsError(f"{self.key}: not the private key of {self.cert}")
 
 

@@ -19,7 +19,8 @@ A party's file::
     train: {...}                 # models.config.TrainConfig (both: batch size, rate, epochs)
     peer_timeout_s: 300          # how long a party waits for a gone peer before it gives up
     call_timeout_s: 120
-    psi_max_peer_rows: null      # advertiser: the most ids the media may announce for a PSI
+    psi_max_peer_rows: 50000000  # advertiser: the most ids the media may announce for a PSI
+                                 # (null: no limit)
 
 The ``split`` section and the train section's batch size, epochs and checkpoint interval are
 compared at the handshake: a party whose settings differ is refused with the differing keys.
@@ -100,7 +101,7 @@ class PartyConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     peer_timeout_s: float = 300.0
     call_timeout_s: float = 120.0
-    psi_max_peer_rows: Optional[int] = None
+    psi_max_peer_rows: Optional[int] = 50_000_000
 
     def __post_init__(self):
         if self.party not in ROLES:

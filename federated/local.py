@@ -49,7 +49,8 @@ from common.tables import print_table
 
 HEADLINE = ("entire_space_cvr_auc", "ctcvr_auc", "cvr_auc_clicked", "ctr_auc")
 #: The label-leak figures of a federated arm (``federated.training.LeakAudit.aucs``).
-LEAK_KEYS = ("leak_auc_norm", "leak_auc_direction", "leak_auc_pca", "marvell_auc_bound_mean")
+LEAK_KEYS = ("leak_auc_norm", "leak_auc_direction", "leak_auc_pca", "leak_auc_batch",
+             "marvell_auc_bound_at_mean_kl")
 
 
 def free_port() -> int:
@@ -216,7 +217,7 @@ def write_markdown(report: Dict, path: str) -> None:
     """``federated.md``: one row per arm (mean ± std over seeds)."""
     from models.metrics import format_mean_std
     lines = ["| arm | seeds | " + " | ".join(HEADLINE)
-             + " | leak norm | leak direction | leak PCA | Marvell AUC bound (mean) |",
+             + " | leak norm | leak direction | leak PCA | leak batch | Marvell AUC bound |",
              "|---" * (len(HEADLINE) + 2 + len(LEAK_KEYS)) + "|"]
     for arm, a in report["arms"].items():
         cells = [format_mean_std(a["test"][k]["values"]) if k in a["test"] else "-"
@@ -242,15 +243,15 @@ def plot(report: Dict, path: str) -> None:
     lo = min(m - s for m, s in zip(means, stds))
     ax1.set_ylim(lo - 0.01, max(m + s for m, s in zip(means, stds)) + 0.005)
     ax1.set_title("test entire-space CVR AUC")
-    groups = [(k, report.get(k, {})) for k in LEAK_KEYS[:3]]
+    groups = [(k, report.get(k, {})) for k in LEAK_KEYS[:4]]
     for i, (name, vals) in enumerate(groups):
         for j, state in enumerate(("off", "on")):
             if state in vals:
                 ax2.bar(i * 3 + j, vals[state], color=("tab:red", "tab:green")[j],
                         label=f"defence {state}" if i == 0 else None)
     ax2.axhline(0.5, color="gray", lw=0.8, ls="--")
-    ax2.set_xticks([0.5, 3.5, 6.5])
-    ax2.set_xticklabels(["norm attack", "direction attack", "batch-PCA attack"])
+    ax2.set_xticks([0.5, 3.5, 6.5, 9.5])
+    ax2.set_xticklabels(["norm", "direction", "batch PCA", "batch level"])
     ax2.set_ylim(0.4, 1.0)
     ax2.set_title("label-leak AUC (conversion) on the returned gradients")
     ax2.legend()

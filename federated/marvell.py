@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 from scipy.optimize import minimize_scalar
@@ -138,33 +139,59 @@ def auc_bound(sum_kl_value: float) -> float:
     return min(1.0, 0.5 + math.sqrt(max(sum_kl_value, 0.0) / 8.0))
 
 
-def perturb(grads: np.ndarray, labels: np.ndarray, power_scale: float,
-            rng: np.random.Generator):
-    """Marvell noise for one batch: estimates the class means, per-coordinate variances and
-    positive share from ``grads`` (``(n, d)``) and ``labels``, solves for the budget
-    ``power_scale * ||m1 - m0||^2`` (the paper's power parameterisation) and adds the noise.
+class MarvellState:
+    """What Marvell carries from batch to batch: the direction ``e`` and the noise of the last
+    batch that held both classes. A batch of one class (most batches, conversions being rare)
+    gets that noise for its class, so that the noise level does not tell the media which
+    batches hold a conversion."""
 
-    Returns:
-        ``(perturbed gradients, MarvellNoise or None)``; None (and the gradients unchanged)
-        when the batch has one class only.
-    """
-    g = np.asarray(grads, dtype=np.float64)
-    y = np.asarray(labels).reshape(-1) > 0
+    def __init__(self):
+        self.direction: Optional[np.ndarray] = None
+        self.noise: Optional[MarvellNoise] = None
+
+
+def _add_noise(g, y, e, noise, rng):
     n, d = g.shape
-    if y.all() or not y.any():
-        return g, None
-    m1, m0 = g[y].mean(axis=0), g[~y].mean(axis=0)
-    diff = m1 - m0
-    q = float(diff @ diff)
-    if q == 0.0:
-        return g, None
-    v = float(((g[y] - m1) ** 2).sum() / (y.sum() * d))
-    u = float(((g[~y] - m0) ** 2).sum() / ((~y).sum() * d))
-    noise = solve(u, v, d, q, float(y.mean()), power_scale * q)
-    e = diff / math.sqrt(q)
     z = rng.standard_normal((n, d))
     along = z @ e
     across = z - np.outer(along, e)
     sd_along = np.where(y, math.sqrt(noise.along1), math.sqrt(noise.along0))
     sd_across = np.where(y, math.sqrt(noise.across1), math.sqrt(noise.across0))
-    return g + np.outer(along * sd_along, e) + across * sd_across[:, None], noise
+    return g + np.outer(along * sd_along, e) + across * sd_across[:, None]
+
+
+def perturb(grads: np.ndarray, labels: np.ndarray, power_scale: float,
+            rng: np.random.Generator, state: Optional[MarvellState] = None):
+    """Marvell noise for one batch: estimates the class means, per-coordinate variances and
+    positive share from ``grads`` (``(n, d)``) and ``labels``, solves for the budget
+    ``power_scale * ||m1 - m0||^2`` (the paper's power parameterisation) and adds the noise.
+    With fewer than two positives the positives' variance is taken to be the negatives' (one
+    sample has no spread to estimate).
+
+    A batch of one class (or with equal class means) gets the noise of the last batch that had
+    both (``state``); before the first such batch, isotropic noise of ``power_scale`` times the
+    batch's mean squared gradient norm, the same for every row.
+
+    Returns:
+        ``(perturbed gradients, MarvellNoise solved for this batch or None)``.
+    """
+    g = np.asarray(grads, dtype=np.float64)
+    y = np.asarray(labels).reshape(-1) > 0
+    n, d = g.shape
+    q = 0.0
+    if y.any() and not y.all():
+        m1, m0 = g[y].mean(axis=0), g[~y].mean(axis=0)
+        diff = m1 - m0
+        q = float(diff @ diff)
+    if q == 0.0:
+        if state is not None and state.noise is not None:
+            return _add_noise(g, y, state.direction, state.noise, rng), None
+        scale = math.sqrt(power_scale * float(np.mean(np.sum(g * g, axis=1))) / d)
+        return g + rng.standard_normal((n, d)) * scale, None
+    u = float(((g[~y] - m0) ** 2).sum() / ((~y).sum() * d))
+    v = float(((g[y] - m1) ** 2).sum() / (y.sum() * d)) if y.sum() >= 2 else u
+    noise = solve(u, v, d, q, float(y.mean()), power_scale * q)
+    e = diff / math.sqrt(q)
+    if state is not None:
+        state.direction, state.noise = e, noise
+    return _add_noise(g, y, e, noise, rng), noise

@@ -177,7 +177,7 @@ def _max_norm(g: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def perturb_gradients(grads: np.ndarray, labels: np.ndarray, config: GradientDefenceConfig,
-                      rng: np.random.Generator) -> Tuple[np.ndarray, Optional[float]]:
+                      rng: np.random.Generator, state=None) -> Tuple[np.ndarray, Optional[float]]:
     """The gradients to return to the media party under defence ``config``.
 
     Args:
@@ -185,6 +185,8 @@ def perturb_gradients(grads: np.ndarray, labels: np.ndarray, config: GradientDef
         labels: the protected binary label of each row (used by ``marvell`` only).
         config: the defence.
         rng: the noise source (:func:`secure_generator`).
+        state: Marvell's ``federated.marvell.MarvellState`` kept across the batches of a run
+            (a one-class batch gets the last mixed batch's noise); None: no memory.
 
     Returns:
         ``(gradients, sum_kl)``: ``sum_kl`` is the batch's symmetrised KL divergence after
@@ -197,7 +199,7 @@ def perturb_gradients(grads: np.ndarray, labels: np.ndarray, config: GradientDef
     kl = None
     if config.method == "marvell":
         from federated.marvell import perturb
-        out, noise = perturb(out, labels, config.marvell_power, rng)
+        out, noise = perturb(out, labels, config.marvell_power, rng, state)
         kl = noise.sum_kl if noise is not None else None
     if config.method == "max_norm" or config.max_norm:
         out = _max_norm(out, rng)

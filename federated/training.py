@@ -276,7 +276,7 @@ class LeakAudit:
     whole run.
     """
 
-    ATTACKS = ("norm", "direction", "pca")
+    ATTACKS = ("norm", "direction", "pca", "batch")
 
     def __init__(self):
         self.scores: Dict[str, List[np.ndarray]] = {a: [] for a in self.ATTACKS}
@@ -287,8 +287,11 @@ class LeakAudit:
         """Score one batch's sent gradients (and keep its Marvell sumKL, when given)."""
         from federated.privacy import pca_attack_scores
         y = np.asarray(labels).reshape(-1).astype(np.int8)
-        self._put("norm", norm_attack_scores(grads), y)
+        norms = norm_attack_scores(grads)
+        self._put("norm", norms, y)
         self._put("pca", pca_attack_scores(grads), y)
+        # batch level: does a batch's noise level say whether it holds a conversion?
+        self._put("batch", np.full(len(y), float(np.median(norms)) if len(y) else 0.0), y)
         positives = np.flatnonzero(y)
         if len(positives):
             known = int(positives[0])
@@ -302,9 +305,11 @@ class LeakAudit:
         self.labels[attack].append(labels)
 
     def aucs(self) -> Dict[str, float]:
-        """``leak_auc_<attack>`` for each attack (nan without both classes) and, when Marvell
-        ran, ``marvell_auc_bound_mean`` / ``_max``: the bound on any attack's AUC
-        (``federated.marvell.auc_bound``) averaged over batches, and at its worst batch."""
+        """``leak_auc_<attack>`` for each attack (nan without both classes; ``batch`` scores
+        every row by its batch's median gradient norm) and, when Marvell ran,
+        ``marvell_auc_bound_at_mean_kl`` / ``marvell_auc_bound_max``: the bound on any attack's
+        AUC on one gradient (``federated.marvell.auc_bound``, under Marvell's Gaussian model)
+        at the batches' mean sumKL, and at the worst batch."""
         from federated.marvell import auc_bound
         from models.metrics import auc
         out = {}
@@ -317,13 +322,12 @@ class LeakAudit:
             else:
                 out[key] = float("nan")
         if self.sum_kl:
-            bounds = [auc_bound(k) for k in self.sum_kl]
-            out["marvell_auc_bound_mean"] = float(np.mean(bounds))
-            out["marvell_auc_bound_max"] = float(np.max(bounds))
+            out["marvell_auc_bound_at_mean_kl"] = auc_bound(float(np.mean(self.sum_kl)))
+            out["marvell_auc_bound_max"] = auc_bound(float(np.max(self.sum_kl)))
         return out
 
     def new_arrays(self, prefix: str) -> Dict[str, np.ndarray]:
-        """The batches added since the last call, as named arrays (a segment for
+        """The batches added since the last :meth:`mark_saved`, as named arrays (a segment for
         :func:`save_audit_segment`)."""
         marks = getattr(self, "_marks", {})
         out = {f"{prefix}sum_kl": np.asarray(self.sum_kl[marks.get("sum_kl", 0):], np.float64)}
@@ -334,9 +338,12 @@ class LeakAudit:
                                                 else np.zeros(0, np.float32))
             out[f"{prefix}{attack}_labels"] = (np.concatenate(new_labels) if new_labels
                                                 else np.zeros(0, np.int8))
+        return out
+
+    def mark_saved(self) -> None:
+        """Everything added so far is in a written segment."""
         self._marks = {"sum_kl": len(self.sum_kl), **{a: len(self.scores[a])
                                                        for a in self.ATTACKS}}
-        return out
 
     def extend(self, arrays, prefix: str) -> None:
         """Append a segment of :meth:`new_arrays` (already saved: the marks move past it)."""
@@ -354,12 +361,15 @@ def _segments(directory: str) -> List[int]:
     if not os.path.isdir(directory):
         return []
     return sorted(int(n[len("audit-"):-len(".npz")]) for n in os.listdir(directory)
-                  if n.startswith("audit-") and n.endswith(".npz") and ".partial" not in n)
+                  if n.startswith("audit-") and n.endswith(".npz")
+                  and n[len("audit-"):-len(".npz")].isdigit())
 
 
 def save_audit_segment(directory: str, step: int, audits: Dict[str, LeakAudit]) -> None:
     """Write what the audits gained since the last checkpoint as ``DIR/audit-<step>.npz``
-    (atomically), beside checkpoint ``step``: the segments up to a step rebuild its audit."""
+    (atomically), beside checkpoint ``step``: the segments up to a step rebuild its audit.
+    Written before the checkpoint itself, so a crash between the two leaves a segment beyond
+    the last checkpoint (deleted at the next load), never a checkpoint without its segment."""
     arrays: Dict[str, np.ndarray] = {}
     for name, audit in audits.items():
         arrays.update(audit.new_arrays(f"{name}__"))
@@ -368,6 +378,8 @@ def save_audit_segment(directory: str, step: int, audits: Dict[str, LeakAudit]) 
     tmp = path + ".partial.npz"
     np.savez(tmp, **arrays)
     os.replace(tmp, path)
+    for audit in audits.values():
+        audit.mark_saved()
 
 
 def load_audits(directory: str, step: int, names: Sequence[str]) -> Dict[str, LeakAudit]:

@@ -51,7 +51,8 @@ BACKOFF_CAP_S = 5.0
 #: Words of gRPC's status text that mark a TLS failure (reported as UNAVAILABLE too).
 _TLS_WORDS = ("ssl", "handshake", "certificate", "peer name")
 #: Words of gRPC's status text and core log when a certificate does not chain to the CA.
-_UNTRUSTED_WORDS = ("certificate_verify_failed", "unknown ca", "unknown_ca")
+_UNTRUSTED_WORDS = ("certificate_verify_failed", "tlsv1_alert_unknown_ca",
+                    "alert unknown ca")
 UNTRUSTED = "certificate not signed by the expected CA"
 
 Arrays = Dict[str, np.ndarray]
@@ -525,11 +526,15 @@ class PeerClient:
                 reply = stub(request, timeout=self.call_timeout_s)
             except grpc.RpcError as e:
                 code, details = e.code(), e.details() or ""
-                if any(word in details.lower() for word in _UNTRUSTED_WORDS):
+                if code == grpc.StatusCode.UNAVAILABLE and "handshake" in details.lower() \
+                        and any(word in details.lower() for word in _UNTRUSTED_WORDS):
+                    why = (f"a certificate expired or not yet valid"
+                           if any(w in details.lower() for w in ("expired", "not yet valid"))
+                           else f"{UNTRUSTED} (the two parties' certificates do not chain to "
+                                f"one CA; this party trusts {self.ca_path})")
                     raise CertificateRefused(
                         f"TLS handshake with the {self.server_name} party at {self.address} "
-                        f"refused: {UNTRUSTED} (the two parties' certificates do not chain to "
-                        f"one CA; this party trusts {self.ca_path}; gRPC: {details})") from None
+                        f"refused: {why}; gRPC: {details}") from None
                 if code not in RETRYABLE:
                     raise RemoteError(code, details) from None
                 waited = time.monotonic() - start

@@ -122,3 +122,29 @@ def test_each_split_session_draws_its_own_scalar():
     psi.start("test", 0)
     train, test = psi.fetch("train", 0, 2)[0], psi.fetch("test", 0, 2)[0]
     assert not (np.sort(train.view("S32").ravel()) == np.sort(test.view("S32").ravel())).any()
+
+
+def test_returned_chunks_must_follow_on_and_stay_within_what_was_fetched():
+    psi = AL.AdvertiserPsi({"train": _party(["a", "b", "c"])})
+    psi.start("train", 0)
+    sent, total = psi.fetch("train", 0, 10)
+    assert total == 3
+    back = EcdhPsiKey().reblind(sent)
+    with pytest.raises(AL.PsiRefused, match="expected the next one at 0"):
+        psi.receive("train", 1, back[1:])
+    psi.receive("train", 0, back[:2])
+    psi.receive("train", 0, back[:2])  # a retry
+    with pytest.raises(AL.PsiRefused, match="other points at offset 0"):
+        psi.receive("train", 0, back[1:])
+    with pytest.raises(AL.PsiRefused, match="more than the 3 sent"):
+        psi.receive("train", 2, np.concatenate([back[2:], back[:1]]))
+    with pytest.raises(AL.PsiRefused, match=r"\(n, 32\) uint8"):
+        psi.receive("train", 2, back[2:].astype(np.int64))
+
+
+def test_a_failed_psi_done_keeps_the_session_open_and_its_scalar():
+    psi = AL.AdvertiserPsi({"train": _party(["a"])})
+    psi.start("train", 2)
+    with pytest.raises(AL.PsiRefused, match="0 of the 2 announced"):
+        psi.finish("train")
+    psi.reblind("train", 0, EcdhPsiKey().blind(["p", "q"]))  # still the same session

@@ -165,3 +165,16 @@ def test_credentials_refuse_a_certificate_of_another_ca_or_another_key(cert_dir,
     shutil.copy(os.path.join(other, "media", "media.key"), mixed / "media.key")
     with pytest.raises(CredentialsError, match="not the private key of"):
         PartyCredentials.for_party(str(mixed), "media").read()
+
+
+def test_a_trust_bundle_with_the_partys_own_ca_and_the_peers_is_accepted(cert_dir, tmp_path):
+    import shutil
+    out, paths = cert_dir
+    other = str(tmp_path / "other")
+    write_certificates(other)
+    party = tmp_path / "media"
+    shutil.copytree(os.path.join(out, "media"), party)
+    bundle = open(os.path.join(other, "ca", "ca.pem"), "rb").read() + \
+        open(paths["ca/ca.pem"], "rb").read()  # the peer organisation's CA first
+    (party / "ca.pem").write_bytes(bundle)
+    PartyCredentials.for_party(str(party), "media").read()

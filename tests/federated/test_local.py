@@ -37,10 +37,10 @@ def test_local_run_writes_federated_json_with_every_arm_and_both_leak_states(tmp
     report = json.loads((out / "federated.json").read_text())
     for arm in ("advertiser_only", "federated", "centralized", "federated_no_defence"):
         assert 0.0 < report["entire_space_cvr_auc"][arm] < 1.0
-    for attack in ("leak_auc_norm", "leak_auc_direction", "leak_auc_pca"):
+    for attack in ("leak_auc_norm", "leak_auc_direction", "leak_auc_pca", "leak_auc_batch"):
         assert set(report[attack]) == {"off", "on"}
         assert all(0.0 <= v <= 1.0 for v in report[attack].values())
-    assert set(report["marvell_auc_bound_mean"]) == {"on"}  # Marvell runs by default
+    assert set(report["marvell_auc_bound_at_mean_kl"]) == {"on"}  # Marvell runs by default
     assert report["train_bytes_per_sample"] > 0
     assert report["throughput"]["federated_vs_centralized"] > 0
     assert (out / "federated.md").exists() and (out / "federated.png").exists()

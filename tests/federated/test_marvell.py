@@ -58,12 +58,33 @@ def test_the_likelihood_ratio_attack_stays_under_the_bound():
     assert best > 0.55  # the bound is not vacuous here
 
 
-def test_perturb_leaves_a_one_class_batch_alone_and_noises_a_mixed_one():
-    rng = np.random.default_rng(0)
-    g = rng.normal(size=(20, 3))
-    same, noise = perturb(g, np.zeros(20), 4.0, rng)
-    assert noise is None and np.array_equal(same, g)
-    y = np.r_[np.ones(4), np.zeros(16)]
-    g[y > 0] += 3.0
-    out, noise = perturb(g, y, 4.0, rng)
-    assert noise is not None and noise.sum_kl >= 0 and not np.allclose(out, g)
+def test_a_one_class_batch_gets_the_last_mixed_batchs_noise_so_its_level_tells_nothing():
+    from federated.marvell import MarvellState
+    rng, state = np.random.default_rng(0), MarvellState()
+    g = rng.normal(size=(4000, 3))
+    first, noise = perturb(g, np.zeros(4000), 4.0, rng, state)  # no history yet: isotropic
+    assert noise is None and not np.allclose(first, g)
+    y = np.r_[np.ones(400), np.zeros(3600)]
+    mixed = g.copy()
+    mixed[y > 0] += 3.0
+    out, noise = perturb(mixed, y, 4.0, rng, state)
+    assert noise is not None and noise.sum_kl >= 0 and state.noise is noise
+    negatives_mixed = out[y == 0] - mixed[y == 0]
+    pure, none = perturb(g, np.zeros(4000), 4.0, rng, state)
+    assert none is None
+    # a batch without a conversion gets the negatives' noise of the mixed batch: same spread
+    spread_pure = np.linalg.norm(pure - g, axis=1).mean()
+    spread_mixed = np.linalg.norm(negatives_mixed, axis=1).mean()
+    assert spread_pure == pytest.approx(spread_mixed, rel=0.05)
+
+
+def test_one_positive_takes_the_negatives_variance():
+    rng = np.random.default_rng(1)
+    g = rng.normal(size=(50, 4))
+    y = np.zeros(50)
+    y[0] = 1
+    g[0] += 5.0
+    _, noise = perturb(g, y, 4.0, rng)
+    u = float(((g[1:] - g[1:].mean(0)) ** 2).sum() / (49 * 4))
+    q = float(((g[0] - g[1:].mean(0)) ** 2).sum())
+    assert noise == solve(u, u, 4, q, 1 / 50, 4.0 * q)
